@@ -1,0 +1,226 @@
+//! Allocation of a block across accounts: method weights, mandate caps, redistribution of what a
+//! capped account cannot take, rounding to lots, minimum trade sizes.
+
+pub mod caps;
+pub mod waterfill;
+
+use std::collections::HashMap;
+
+use crate::book::Book;
+use crate::codes::Code;
+use crate::decision::Check;
+use crate::domain::{AllocationMethod, BlockOrder};
+use crate::errors::{CoreError, CoreResult};
+use caps::{account_caps, floor_lots, Caps, Rule, LOT_EPS, REG_T_INITIAL_MARGIN};
+use waterfill::waterfill;
+
+/// One account's share of a block, before layer 2.
+#[derive(Debug, Clone)]
+pub struct Alloc {
+    pub weight: f64,
+    pub requested: f64,
+    pub ideal: f64,
+    pub quantity: i64,
+    pub binding: Option<Check>,
+}
+
+/// An extra cap from the layer-2 policy, in lots, with the check to report.
+pub type Forced = HashMap<usize, (i64, Check)>;
+
+/// What bound an account's cap.
+enum Bound {
+    Rule(Caps, Rule),
+    Fixed(Check),
+    /// Its own quantity (fixed shares, gap to target): not a limit.
+    Own,
+}
+
+/// Each eligible account's weight under the order's method, and for some methods an extra cap
+/// in shares (fixed shares; gap to the target weight).
+pub fn weights(
+    book: &Book,
+    order: &BlockOrder,
+    k: usize,
+    eligible: &[usize],
+    px: f64,
+) -> CoreResult<(Vec<f64>, Vec<Option<i64>>)> {
+    let ins = &book.instruments[k];
+    let mut params: Option<HashMap<&str, f64>> = None;
+    if let Some(list) = &order.params {
+        let map: HashMap<&str, f64> = list.iter().map(|(a, v)| (a.as_str(), *v)).collect();
+        let mut matched = 0;
+        for &i in eligible {
+            if map.contains_key(book.accounts[i].account_id.as_str()) {
+                matched += 1;
+            }
+        }
+        if matched != map.len() {
+            let known: std::collections::HashSet<&str> =
+                eligible.iter().map(|&i| book.accounts[i].account_id.as_str()).collect();
+            let (bad, _) =
+                list.iter().find(|(a, _)| !known.contains(a.as_str())).expect("unmatched");
+            let field = match order.method {
+                AllocationMethod::Ratios => "ratios",
+                AllocationMethod::Percent => "percents",
+                _ => "shares",
+            };
+            return Err(CoreError::order(format!(
+                "account {bad:?} does not follow strategy {:?}",
+                order.strategy
+            ))
+            .at([field.to_owned(), bad.clone()]));
+        }
+        params = Some(map);
+    }
+    let mut w_out = Vec::with_capacity(eligible.len());
+    let mut extra = Vec::with_capacity(eligible.len());
+    for &i in eligible {
+        let acct = &book.accounts[i];
+        let mut cap = None;
+        let w = match order.method {
+            AllocationMethod::NetLiq => acct.net_liq,
+            AllocationMethod::AvailableEquity => {
+                if acct.cash_account {
+                    acct.settled_cash - acct.pending_withdrawals - acct.reserved_cash
+                } else {
+                    let mut gross = 0.0;
+                    for &(j, q) in &acct.positions {
+                        gross += q.abs() as f64 * book.prices[j];
+                    }
+                    acct.net_liq - acct.pending_withdrawals - REG_T_INITIAL_MARGIN * gross
+                }
+            }
+            AllocationMethod::Equal => 1.0,
+            AllocationMethod::Ratios | AllocationMethod::Percent | AllocationMethod::Shares => {
+                let w = params
+                    .as_ref()
+                    .and_then(|p| p.get(acct.account_id.as_str()).copied())
+                    .unwrap_or(0.0);
+                if order.method == AllocationMethod::Shares {
+                    cap = Some(w as i64);
+                }
+                w
+            }
+            AllocationMethod::TargetWeight => {
+                let tw = order.target_weight_pct.unwrap_or(0.0);
+                let s = order.side.sign();
+                let eff = acct.effective_position(k, order.side);
+                let target = tw / 100.0 * acct.net_liq / px;
+                let w = (target - eff as f64) * s as f64;
+                cap = Some(if w > 0.0 { floor_lots(w, ins.lot) * ins.lot } else { 0 });
+                w
+            }
+        };
+        w_out.push(if w > 0.0 { w } else { 0.0 });
+        extra.push(cap);
+    }
+    Ok((w_out, extra))
+}
+
+/// Splits `q_lots` (None: every account's whole gap, for target weights) over `eligible`
+/// accounts at price `px`, under every mandate cap and the `forced` caps of layer 2.
+pub fn allocate(
+    book: &Book,
+    order: &BlockOrder,
+    k: usize,
+    eligible: &[usize],
+    px: f64,
+    q_lots: Option<i64>,
+    forced: &Forced,
+) -> CoreResult<Vec<Alloc>> {
+    let ins = &book.instruments[k];
+    let lot = ins.lot;
+    let (weights, extra) = weights(book, order, k, eligible, px)?;
+    let n = eligible.len();
+    let mut caps_lots = vec![0i64; n];
+    let mut bound: Vec<Option<Bound>> = Vec::with_capacity(n);
+    let mut total_w = 0.0;
+    for (j, &i) in eligible.iter().enumerate() {
+        let caps = account_caps(book, &book.accounts[i], k, order.side, px);
+        let mut c = floor_lots(caps.cap_shares(), lot);
+        let mut b = caps.binding().map(|r| Bound::Rule(caps, r));
+        if let Some(e) = extra[j] {
+            if e / lot <= c {
+                c = e / lot;
+                b = Some(Bound::Own);
+            }
+        }
+        if let Some((f, check)) = forced.get(&j) {
+            if *f <= c {
+                c = *f;
+                b = Some(Bound::Fixed(check.clone()));
+            }
+        }
+        caps_lots[j] = c;
+        bound.push(b);
+        total_w += weights[j];
+    }
+    let q_lots = match q_lots {
+        Some(q) => q,
+        None => {
+            let mut q = 0;
+            for j in 0..n {
+                if weights[j] > 0.0 {
+                    q += caps_lots[j];
+                }
+            }
+            q
+        }
+    };
+    let mut min_lots = vec![0i64; n];
+    for (j, &i) in eligible.iter().enumerate() {
+        let mtv = book.mandate_of(&book.accounts[i]).min_trade_value;
+        if mtv > 0.0 {
+            min_lots[j] = (mtv / (px * lot as f64) - LOT_EPS).ceil() as i64;
+        }
+    }
+    let mut excluded = vec![false; n];
+    let split = loop {
+        let split = waterfill(q_lots, &weights, &caps_lots, &excluded);
+        let mut any = false;
+        for j in 0..n {
+            if split.qty[j] > 0 && split.qty[j] < min_lots[j] {
+                any = true;
+                excluded[j] = true;
+                let mtv = book.mandate_of(&book.accounts[eligible[j]]).min_trade_value;
+                let mut check = Check::new(
+                    Code::MinTradeSize,
+                    Some(mtv),
+                    Some((split.qty[j] * lot) as f64 * px),
+                    "below the mandate's minimum trade value".into(),
+                );
+                check.cap = Some(0.0);
+                bound[j] = Some(Bound::Fixed(check));
+            }
+        }
+        if !any {
+            break split;
+        }
+    };
+    let mut out = Vec::with_capacity(n);
+    for (j, &i) in eligible.iter().enumerate() {
+        let acct = &book.accounts[i];
+        let mut binding = None;
+        if split.capped[j] || excluded[j] {
+            binding = match &bound[j] {
+                Some(Bound::Fixed(c)) => Some(c.clone()),
+                Some(Bound::Rule(caps, rule)) => Some(caps.check_of(
+                    rule,
+                    split.want[j] * lot as f64,
+                    ins,
+                    book.mandate_of(acct),
+                )),
+                Some(Bound::Own) | None => None,
+            };
+        }
+        let requested = if total_w > 0.0 { q_lots as f64 * weights[j] / total_w } else { 0.0 };
+        out.push(Alloc {
+            weight: weights[j],
+            requested: requested * lot as f64,
+            ideal: split.ideal[j] * lot as f64,
+            quantity: split.qty[j] * lot,
+            binding,
+        });
+    }
+    Ok(out)
+}

@@ -1,0 +1,156 @@
+//! Pro-rata split under per-account caps, then largest-remainder rounding to whole lots.
+
+/// Result of one split, per account, in lots.
+#[derive(Debug, Clone, Default)]
+pub struct Split {
+    /// Whole lots per account.
+    pub qty: Vec<i64>,
+    /// Constrained ideal (after caps and redistribution, before rounding).
+    pub ideal: Vec<f64>,
+    /// The pro-rata share the account was offered when it was capped (its ideal otherwise).
+    pub want: Vec<f64>,
+    /// Whether the account's cap bound it.
+    pub capped: Vec<bool>,
+}
+
+/// Splits `q_lots` over accounts in proportion to `weights`, never above `caps`.
+///
+/// Accounts are swept in order of cap/weight: one whose pro-rata share of what is left reaches
+/// its cap is capped and leaves the pool, and what it could not take goes to the rest in
+/// proportion; the first that fits ends the sweep (every later one fits too, since the level only
+/// rises). Rounding floors every ideal and hands the lots left over one each to the largest
+/// remainders; ties go to the larger weight, then to the earlier account in book order. Sorting
+/// makes the cost N log N in accounts.
+pub fn waterfill(q_lots: i64, weights: &[f64], caps: &[i64], excluded: &[bool]) -> Split {
+    let n = weights.len();
+    let mut out =
+        Split { qty: vec![0; n], ideal: vec![0.0; n], want: vec![0.0; n], capped: vec![false; n] };
+    let live: Vec<usize> = (0..n).filter(|&j| !excluded[j] && weights[j] > 0.0).collect();
+    let mut order = live.clone();
+    let ratio = |j: usize| caps[j] as f64 / weights[j];
+    order.sort_unstable_by(|&a, &b| ratio(a).total_cmp(&ratio(b)).then(a.cmp(&b)));
+    let mut rem_q = q_lots as f64;
+    let mut rem_w = 0.0;
+    let mut cap_total: i64 = 0;
+    for &j in &live {
+        rem_w += weights[j];
+    }
+    for &j in &live {
+        cap_total += caps[j];
+    }
+    let target = if q_lots < cap_total { q_lots } else { cap_total };
+    let mut k = 0;
+    while k < order.len() {
+        let j = order[k];
+        let share = rem_q * weights[j] / rem_w;
+        if share < caps[j] as f64 {
+            break;
+        }
+        out.ideal[j] = caps[j] as f64;
+        out.want[j] = share;
+        out.capped[j] = true;
+        rem_q -= caps[j] as f64;
+        rem_w -= weights[j];
+        k += 1;
+    }
+    for &j in &order[k..] {
+        let share = rem_q * weights[j] / rem_w;
+        out.want[j] = share;
+        out.ideal[j] = if share < caps[j] as f64 { share } else { caps[j] as f64 };
+    }
+    let mut floored: i64 = 0;
+    for &j in &live {
+        let mut f = out.ideal[j].floor() as i64;
+        if f > caps[j] {
+            f = caps[j];
+        }
+        out.qty[j] = f;
+        floored += f;
+    }
+    let mut left = target - floored;
+    let frac = |ideal: &[f64], j: usize| ideal[j] - ideal[j].floor();
+    if left > 0 {
+        let mut cand: Vec<usize> = live.iter().copied().filter(|&j| out.qty[j] < caps[j]).collect();
+        cand.sort_unstable_by(|&a, &b| {
+            frac(&out.ideal, b)
+                .total_cmp(&frac(&out.ideal, a))
+                .then(weights[b].total_cmp(&weights[a]))
+                .then(a.cmp(&b))
+        });
+        while left > 0 && !cand.is_empty() {
+            let mut next = Vec::new();
+            for &j in &cand {
+                if left == 0 {
+                    break;
+                }
+                out.qty[j] += 1;
+                left -= 1;
+                if out.qty[j] < caps[j] {
+                    next.push(j);
+                }
+            }
+            cand = next;
+        }
+    } else if left < 0 {
+        let mut cand: Vec<usize> = live.iter().copied().filter(|&j| out.qty[j] > 0).collect();
+        cand.sort_unstable_by(|&a, &b| {
+            frac(&out.ideal, a)
+                .total_cmp(&frac(&out.ideal, b))
+                .then(weights[a].total_cmp(&weights[b]))
+                .then(b.cmp(&a))
+        });
+        for &j in &cand {
+            if left == 0 {
+                break;
+            }
+            out.qty[j] -= 1;
+            left += 1;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn split(q: i64, w: &[f64], c: &[i64]) -> Vec<i64> {
+        waterfill(q, w, c, &vec![false; w.len()]).qty
+    }
+
+    #[test]
+    fn net_liq_example() {
+        assert_eq!(
+            split(700, &[25_000.0, 50_000.0, 100_000.0], &[i64::MAX / 8; 3]),
+            [100, 200, 400]
+        );
+    }
+
+    #[test]
+    fn ratios_example() {
+        assert_eq!(split(1000, &[4.0, 2.0, 1.0, 1.0], &[10_000; 4]), [500, 250, 125, 125]);
+    }
+
+    #[test]
+    fn equal_example_ties_go_to_book_order() {
+        assert_eq!(split(400, &[1.0; 6], &[1000; 6]), [67, 67, 67, 67, 66, 66]);
+    }
+
+    #[test]
+    fn capped_account_spills_to_others_in_proportion() {
+        // 1:1:2 of 100 would be 25/25/50; the first is capped at 10, so 90 goes 1:2 -> 30/60.
+        assert_eq!(split(100, &[1.0, 1.0, 2.0], &[10, 1000, 1000]), [10, 30, 60]);
+    }
+
+    #[test]
+    fn everyone_capped_leaves_the_rest_unplaced() {
+        let s = split(100, &[1.0, 1.0], &[10, 20]);
+        assert_eq!(s, [10, 20]);
+    }
+
+    #[test]
+    fn excluded_and_zero_weight_accounts_get_nothing() {
+        let s = waterfill(10, &[1.0, 0.0, 1.0], &[100; 3], &[true, false, false]).qty;
+        assert_eq!(s, [0, 0, 10]);
+    }
+}

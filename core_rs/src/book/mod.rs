@@ -1,0 +1,505 @@
+//! The book as the core keeps it between calls: instruments, mandates and accounts indexed by
+//! position, live marks, and the firm's net position per instrument. Loaded once at start of day
+//! and then updated incrementally (account upserts, fills, price ticks).
+
+use std::collections::HashMap;
+
+use crate::domain::{
+    AccountIn, AccountType, BookIn, InstrumentIn, KillSwitch, MandateIn, RiskConfig, Side,
+};
+use crate::errors::{CoreError, CoreResult};
+
+#[derive(Debug, Clone)]
+pub struct Instrument {
+    pub symbol: String,
+    pub sector: String,
+    pub sector_idx: usize,
+    pub lot: i64,
+    pub tick: f64,
+    pub beta: f64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Mandate {
+    pub mandate_id: String,
+    pub max_position_pct: Option<f64>,
+    pub max_position_shares: Option<i64>,
+    /// Sector cap in percent of NAV, by sector index (None: no cap for that sector).
+    pub sector_caps_pct: Vec<Option<f64>>,
+    pub default_sector_cap_pct: Option<f64>,
+    pub max_gross_leverage: f64,
+    pub allow_short: bool,
+    pub restricted_symbols: Vec<usize>,
+    pub restricted_sectors: Vec<usize>,
+    pub restricted_sector_names: Vec<String>,
+    pub min_trade_value: f64,
+    pub cash_buffer_pct: f64,
+    raw_sector_caps: Vec<(String, f64)>,
+    raw_restricted_symbols: Vec<String>,
+}
+
+impl Mandate {
+    pub fn sector_cap(&self, sector_idx: usize) -> Option<f64> {
+        self.sector_caps_pct.get(sector_idx).copied().flatten().or(self.default_sector_cap_pct)
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OpenOrders {
+    pub buy: i64,
+    pub sell: i64,
+    pub buy_reserved: f64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Account {
+    pub account_id: String,
+    pub cash_account: bool,
+    pub mandate: usize,
+    pub net_liq: f64,
+    pub cash: f64,
+    pub settled_cash: f64,
+    pub pending_withdrawals: f64,
+    pub reserved_cash: f64,
+    /// (instrument index, quantity), sorted by instrument index, no zero quantities.
+    pub positions: Vec<(usize, i64)>,
+    pub open_orders: Vec<(usize, OpenOrders)>,
+    pub strategies: Vec<String>,
+}
+
+impl Account {
+    pub fn position(&self, k: usize) -> i64 {
+        match self.positions.binary_search_by_key(&k, |p| p.0) {
+            Ok(i) => self.positions[i].1,
+            Err(_) => 0,
+        }
+    }
+
+    pub fn open(&self, k: usize) -> Option<&OpenOrders> {
+        self.open_orders.iter().find(|o| o.0 == k).map(|o| &o.1)
+    }
+
+    fn open_mut(&mut self, k: usize) -> &mut OpenOrders {
+        if let Some(i) = self.open_orders.iter().position(|o| o.0 == k) {
+            return &mut self.open_orders[i].1;
+        }
+        self.open_orders.push((k, OpenOrders::default()));
+        let last = self.open_orders.len() - 1;
+        &mut self.open_orders[last].1
+    }
+
+    /// Adds `delta` shares to the position in instrument `k`, keeping the list sorted.
+    fn add_position(&mut self, k: usize, delta: i64) {
+        match self.positions.binary_search_by_key(&k, |p| p.0) {
+            Ok(i) => {
+                self.positions[i].1 += delta;
+                if self.positions[i].1 == 0 {
+                    self.positions.remove(i);
+                }
+            }
+            Err(i) => {
+                if delta != 0 {
+                    self.positions.insert(i, (k, delta));
+                }
+            }
+        }
+    }
+
+    /// Working quantity of `k` on the order's side: positions plus open buys for a buy, minus
+    /// open sells for a sell.
+    pub fn effective_position(&self, k: usize, side: Side) -> i64 {
+        let pos = self.position(k);
+        match (side, self.open(k)) {
+            (Side::Buy, Some(o)) => pos + o.buy,
+            (Side::Sell, Some(o)) => pos - o.sell,
+            (_, None) => pos,
+        }
+    }
+
+    /// Adds a reservation for working quantity of an accepted lot.
+    pub fn reserve(&mut self, k: usize, side: Side, qty: i64, price: f64) {
+        let oo = self.open_mut(k);
+        match side {
+            Side::Buy => {
+                oo.buy += qty;
+                oo.buy_reserved += qty as f64 * price;
+                self.reserved_cash += qty as f64 * price;
+            }
+            Side::Sell => oo.sell += qty,
+        }
+    }
+
+    /// Releases working quantity (filled, cancelled or expired) and its share of reserved cash.
+    pub fn release(&mut self, k: usize, side: Side, qty: i64) {
+        let Some(i) = self.open_orders.iter().position(|o| o.0 == k) else {
+            return;
+        };
+        let oo = &mut self.open_orders[i].1;
+        match side {
+            Side::Buy if oo.buy > 0 => {
+                let take = if qty < oo.buy { qty } else { oo.buy };
+                let release = oo.buy_reserved * take as f64 / oo.buy as f64;
+                oo.buy -= take;
+                oo.buy_reserved -= release;
+                self.reserved_cash -= release;
+                if self.reserved_cash < 0.0 {
+                    self.reserved_cash = 0.0;
+                }
+            }
+            Side::Sell if oo.sell > 0 => {
+                oo.sell -= if qty < oo.sell { qty } else { oo.sell };
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Instruments, mandates, accounts, marks and firm limits.
+#[derive(Debug, Clone)]
+pub struct Book {
+    pub instruments: Vec<Instrument>,
+    pub by_symbol: HashMap<String, usize>,
+    pub sectors: HashMap<String, usize>,
+    pub mandates: Vec<Mandate>,
+    pub mandate_idx: HashMap<String, usize>,
+    pub accounts: Vec<Account>,
+    pub account_idx: HashMap<String, usize>,
+    /// Live mark per instrument; NaN when none has been seen.
+    pub prices: Vec<f64>,
+    /// Sum over accounts of each instrument's position.
+    pub firm_pos: Vec<i64>,
+    pub risk: RiskConfig,
+    pub restricted_firm: Vec<bool>,
+    pub kill_switch: KillSwitch,
+}
+
+fn positive(v: f64) -> bool {
+    v.is_finite() && v > 0.0
+}
+
+fn non_negative(v: f64) -> bool {
+    v.is_finite() && v >= 0.0
+}
+
+impl Book {
+    pub fn load(input: BookIn) -> CoreResult<Self> {
+        let mut book = Book {
+            instruments: Vec::with_capacity(input.instruments.len()),
+            by_symbol: HashMap::new(),
+            sectors: HashMap::new(),
+            mandates: Vec::new(),
+            mandate_idx: HashMap::new(),
+            accounts: Vec::with_capacity(input.accounts.len()),
+            account_idx: HashMap::new(),
+            prices: Vec::new(),
+            firm_pos: Vec::new(),
+            risk: input.risk.clone(),
+            restricted_firm: Vec::new(),
+            kill_switch: input.risk.kill_switch,
+        };
+        for (i, ins) in input.instruments.iter().enumerate() {
+            book.add_instrument(ins).map_err(|e| {
+                let msg = e.message.clone();
+                CoreError::book(msg).at(["instruments".to_owned(), i.to_string()])
+            })?;
+        }
+        book.prices = vec![f64::NAN; book.instruments.len()];
+        book.firm_pos = vec![0; book.instruments.len()];
+        for (sym, px) in &input.prices {
+            let k = book.symbol(sym).map_err(|_| {
+                CoreError::book(format!("unknown symbol {sym:?}")).at(["prices", sym.as_str()])
+            })?;
+            if !positive(*px) {
+                return Err(CoreError::book(format!("price must be positive, got {px}"))
+                    .at(["prices", sym.as_str()]));
+            }
+            book.prices[k] = *px;
+        }
+        for (i, m) in input.mandates.iter().enumerate() {
+            book.add_mandate(m).map_err(|e| {
+                CoreError::book(e.message).at(["mandates".to_owned(), i.to_string()])
+            })?;
+        }
+        for (i, a) in input.accounts.iter().enumerate() {
+            if book.account_idx.contains_key(&a.account_id) {
+                return Err(CoreError::book(format!("duplicate account_id {}", a.account_id))
+                    .at(["accounts".to_owned(), i.to_string()]));
+            }
+            book.upsert_account(a).map_err(|e| {
+                CoreError::book(e.message).at(["accounts".to_owned(), i.to_string()])
+            })?;
+        }
+        book.restricted_firm = vec![false; book.instruments.len()];
+        for sym in &input.risk.restricted_symbols {
+            // A restricted symbol the firm does not trade is harmless; one it does is blocked.
+            if let Some(&k) = book.by_symbol.get(sym) {
+                book.restricted_firm[k] = true;
+            }
+        }
+        for sym in input.risk.instrument_limits.keys() {
+            if !book.by_symbol.contains_key(sym) {
+                return Err(CoreError::book(format!("unknown symbol {sym:?}")).at([
+                    "risk",
+                    "instrument_limits",
+                    sym.as_str(),
+                ]));
+            }
+        }
+        Ok(book)
+    }
+
+    fn add_instrument(&mut self, ins: &InstrumentIn) -> CoreResult<()> {
+        if ins.symbol.is_empty() {
+            return Err(CoreError::book("symbol must not be empty"));
+        }
+        if self.by_symbol.contains_key(&ins.symbol) {
+            return Err(CoreError::book(format!("duplicate symbol {}", ins.symbol)));
+        }
+        if ins.lot_size < 1 {
+            return Err(CoreError::book(format!("{}: lot_size must be at least 1", ins.symbol)));
+        }
+        if !positive(ins.tick_size) || !ins.beta.is_finite() {
+            return Err(CoreError::book(format!("{}: tick size or beta invalid", ins.symbol)));
+        }
+        let next = self.sectors.len();
+        let sector_idx = *self.sectors.entry(ins.sector.clone()).or_insert(next);
+        self.by_symbol.insert(ins.symbol.clone(), self.instruments.len());
+        self.instruments.push(Instrument {
+            symbol: ins.symbol.clone(),
+            sector: ins.sector.clone(),
+            sector_idx,
+            lot: ins.lot_size,
+            tick: ins.tick_size,
+            beta: ins.beta,
+        });
+        Ok(())
+    }
+
+    fn add_mandate(&mut self, m: &MandateIn) -> CoreResult<()> {
+        if self.mandate_idx.contains_key(&m.mandate_id) {
+            return Err(CoreError::book(format!("duplicate mandate_id {}", m.mandate_id)));
+        }
+        let pct_ok = |v: f64| v.is_finite() && (0.0..=100.0).contains(&v);
+        if m.max_position_pct.is_some_and(|v| !(pct_ok(v) && v > 0.0))
+            || m.default_sector_cap_pct.is_some_and(|v| !pct_ok(v))
+            || m.sector_caps_pct.values().any(|v| !pct_ok(*v))
+            || !pct_ok(m.cash_buffer_pct)
+        {
+            return Err(CoreError::book(format!(
+                "{}: percentages must be numbers from 0 to 100",
+                m.mandate_id
+            )));
+        }
+        if !positive(m.max_gross_leverage)
+            || !non_negative(m.min_trade_value)
+            || m.max_position_shares.is_some_and(|v| v < 0)
+        {
+            return Err(CoreError::book(format!(
+                "{}: leverage must be positive, minimum trade and share limits non-negative",
+                m.mandate_id
+            )));
+        }
+        let mut mandate = Mandate {
+            mandate_id: m.mandate_id.clone(),
+            max_position_pct: m.max_position_pct,
+            max_position_shares: m.max_position_shares,
+            sector_caps_pct: Vec::new(),
+            default_sector_cap_pct: m.default_sector_cap_pct,
+            max_gross_leverage: m.max_gross_leverage,
+            allow_short: m.allow_short,
+            restricted_symbols: Vec::new(),
+            restricted_sectors: Vec::new(),
+            restricted_sector_names: m.restricted_sectors.clone(),
+            min_trade_value: m.min_trade_value,
+            cash_buffer_pct: m.cash_buffer_pct,
+            raw_sector_caps: m.sector_caps_pct.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+            raw_restricted_symbols: m.restricted_symbols.clone(),
+        };
+        self.resolve_mandate(&mut mandate);
+        self.mandate_idx.insert(m.mandate_id.clone(), self.mandates.len());
+        self.mandates.push(mandate);
+        Ok(())
+    }
+
+    /// Maps a mandate's sector and symbol names onto indexes of the current universe.
+    fn resolve_mandate(&self, m: &mut Mandate) {
+        m.sector_caps_pct = vec![None; self.sectors.len()];
+        for (name, v) in &m.raw_sector_caps {
+            if let Some(&s) = self.sectors.get(name) {
+                m.sector_caps_pct[s] = Some(*v);
+            }
+        }
+        m.restricted_sectors =
+            m.restricted_sector_names.iter().filter_map(|s| self.sectors.get(s).copied()).collect();
+        m.restricted_symbols = m
+            .raw_restricted_symbols
+            .iter()
+            .filter_map(|s| self.by_symbol.get(s).copied())
+            .collect();
+    }
+
+    pub fn symbol(&self, sym: &str) -> CoreResult<usize> {
+        self.by_symbol
+            .get(sym)
+            .copied()
+            .ok_or_else(|| CoreError::order(format!("unknown symbol {sym:?}")).at(["symbol"]))
+    }
+
+    pub fn account(&self, id: &str) -> CoreResult<usize> {
+        self.account_idx
+            .get(id)
+            .copied()
+            .ok_or_else(|| CoreError::order(format!("unknown account {id:?}")).at(["account_id"]))
+    }
+
+    /// Adds an account or replaces it (same id keeps its place in book order).
+    pub fn upsert_account(&mut self, a: &AccountIn) -> CoreResult<()> {
+        let id = &a.account_id;
+        if id.is_empty() {
+            return Err(CoreError::book("account_id must not be empty"));
+        }
+        let mandate = *self
+            .mandate_idx
+            .get(&a.mandate_id)
+            .ok_or_else(|| CoreError::book(format!("{id}: unknown mandate {:?}", a.mandate_id)))?;
+        if !positive(a.net_liq) {
+            return Err(CoreError::book(format!("{id}: net_liq must be positive")));
+        }
+        if !a.cash.is_finite()
+            || !a.settled_cash.is_finite()
+            || !non_negative(a.pending_withdrawals)
+            || !non_negative(a.pending_dividends)
+            || !non_negative(a.reserved_cash)
+        {
+            return Err(CoreError::book(format!("{id}: cash figures must be finite numbers")));
+        }
+        let cash_account = a.account_type == AccountType::Cash;
+        let mut positions = Vec::with_capacity(a.positions.len());
+        for (sym, &q) in &a.positions {
+            let k = *self
+                .by_symbol
+                .get(sym)
+                .ok_or_else(|| CoreError::book(format!("{id}: unknown symbol {sym:?}")))?;
+            if q == 0 {
+                continue;
+            }
+            if cash_account && q < 0 {
+                return Err(CoreError::book(format!("{id}: cash account holds a short in {sym}")));
+            }
+            if self.prices.get(k).is_none_or(|p| p.is_nan()) {
+                return Err(CoreError::book(format!("{id}: holds {sym} but it has no price")));
+            }
+            positions.push((k, q));
+        }
+        positions.sort_unstable_by_key(|p| p.0);
+        let mut open_orders = Vec::with_capacity(a.open_orders.len());
+        for (sym, oo) in &a.open_orders {
+            let k = *self
+                .by_symbol
+                .get(sym)
+                .ok_or_else(|| CoreError::book(format!("{id}: unknown symbol {sym:?}")))?;
+            if oo.buy < 0 || oo.sell < 0 || !non_negative(oo.buy_reserved) {
+                return Err(CoreError::book(format!("{id}: open orders in {sym} are negative")));
+            }
+            open_orders.push((
+                k,
+                crate::book::OpenOrders {
+                    buy: oo.buy,
+                    sell: oo.sell,
+                    buy_reserved: oo.buy_reserved,
+                },
+            ));
+        }
+        let account = Account {
+            account_id: id.clone(),
+            cash_account,
+            mandate,
+            net_liq: a.net_liq,
+            cash: a.cash,
+            settled_cash: a.settled_cash,
+            pending_withdrawals: a.pending_withdrawals,
+            reserved_cash: a.reserved_cash,
+            positions,
+            open_orders,
+            strategies: a.strategies.clone(),
+        };
+        for &(k, q) in &account.positions {
+            self.firm_pos[k] += q;
+        }
+        match self.account_idx.get(id) {
+            Some(&i) => {
+                for &(k, q) in &self.accounts[i].positions {
+                    self.firm_pos[k] -= q;
+                }
+                self.accounts[i] = account;
+            }
+            None => {
+                self.account_idx.insert(id.clone(), self.accounts.len());
+                self.accounts.push(account);
+            }
+        }
+        Ok(())
+    }
+
+    pub fn update_price(&mut self, sym: &str, px: f64) -> CoreResult<()> {
+        let k = self
+            .by_symbol
+            .get(sym)
+            .copied()
+            .ok_or_else(|| CoreError::order(format!("price for unknown symbol {sym:?}")))?;
+        if !positive(px) {
+            return Err(CoreError::order(format!("price for {sym} must be positive, got {px}")));
+        }
+        self.prices[k] = px;
+        Ok(())
+    }
+
+    /// Books an execution for one account: position, cash, settled cash, reservations, firm.
+    pub fn apply_fill(
+        &mut self,
+        account_id: &str,
+        sym: &str,
+        side: Side,
+        qty: i64,
+        price: f64,
+    ) -> CoreResult<()> {
+        let i = self.account(account_id)?;
+        let k = self.symbol(sym)?;
+        if qty <= 0 || !positive(price) {
+            return Err(CoreError::order("fill quantity and price must be positive"));
+        }
+        if self.prices[k].is_nan() {
+            self.prices[k] = price;
+        }
+        let s = side.sign();
+        let acct = &mut self.accounts[i];
+        acct.add_position(k, s * qty);
+        self.firm_pos[k] += s * qty;
+        let notional = qty as f64 * price;
+        match side {
+            Side::Buy => {
+                acct.cash -= notional;
+                if acct.cash_account {
+                    acct.settled_cash -= notional;
+                }
+            }
+            Side::Sell => acct.cash += notional,
+        }
+        acct.release(k, side, qty);
+        Ok(())
+    }
+
+    pub fn release(&mut self, account_id: &str, sym: &str, side: Side, qty: i64) -> CoreResult<()> {
+        let i = self.account(account_id)?;
+        let k = self.symbol(sym)?;
+        if qty <= 0 {
+            return Err(CoreError::order("release quantity must be positive"));
+        }
+        self.accounts[i].release(k, side, qty);
+        Ok(())
+    }
+
+    pub fn mandate_of(&self, a: &Account) -> &Mandate {
+        &self.mandates[a.mandate]
+    }
+}

@@ -1,0 +1,259 @@
+//! The engine: the book plus layer-1 memory, and the one call that runs layer 1, allocation and
+//! layer 2 for a block, so the intraday path crosses the Python/Rust boundary once per block.
+
+use crate::allocation::caps::floor_lots;
+use crate::allocation::{allocate, Alloc, Forced};
+use crate::book::Book;
+use crate::codes::Code;
+use crate::decision::{Check, Decision, Line, LineStatus, Stage, Status};
+use crate::domain::{BlockOrder, BookIn, KillSwitch, LotFailurePolicy, Side};
+use crate::errors::{CoreError, CoreResult};
+use crate::risk::{layer1, layer2, FirmState};
+
+#[derive(Debug, Clone)]
+pub struct Engine {
+    pub book: Book,
+    pub firm: FirmState,
+}
+
+impl Engine {
+    pub fn new(book: BookIn) -> CoreResult<Self> {
+        Ok(Engine { book: Book::load(book)?, firm: FirmState::default() })
+    }
+
+    pub fn set_kill_switch(&mut self, mode: KillSwitch) {
+        self.book.kill_switch = mode;
+    }
+
+    fn eligible(&self, order: &BlockOrder) -> CoreResult<Vec<usize>> {
+        match &order.accounts {
+            Some(list) => {
+                let mut out = Vec::with_capacity(list.len());
+                for (n, a) in list.iter().enumerate() {
+                    let i = self.book.account_idx.get(a).copied().ok_or_else(|| {
+                        CoreError::order(format!("unknown account {a:?}"))
+                            .at(["accounts".to_owned(), n.to_string()])
+                    })?;
+                    out.push(i);
+                }
+                out.sort_unstable();
+                out.dedup();
+                Ok(out)
+            }
+            None => Ok(self
+                .book
+                .accounts
+                .iter()
+                .enumerate()
+                .filter(|(_, a)| a.strategies.iter().any(|s| s == &order.strategy))
+                .map(|(i, _)| i)
+                .collect()),
+        }
+    }
+
+    /// Layer 1, allocation and layer 2 for one block. `as_of` is seconds since the epoch. With
+    /// `commit`, an accepted block reserves its lots (working quantity and cash).
+    pub fn process(
+        &mut self,
+        order: &BlockOrder,
+        as_of: f64,
+        commit: bool,
+    ) -> CoreResult<Decision> {
+        order.validate()?;
+        let k = self.book.symbol(&order.symbol)?;
+        let lot = self.book.instruments[k].lot;
+        if let Some(q) = order.quantity {
+            if q % lot != 0 {
+                return Err(CoreError::order(format!(
+                    "quantity {q} is not a whole number of lots of {lot}"
+                ))
+                .at(["quantity"]));
+            }
+        }
+        if let (Some(params), crate::domain::AllocationMethod::Shares) =
+            (&order.params, order.method)
+        {
+            for (a, v) in params {
+                if (*v as i64) % lot != 0 || v.fract() != 0.0 {
+                    return Err(CoreError::order(format!(
+                        "{v} is not a whole number of lots of {lot}"
+                    ))
+                    .at(["shares".to_owned(), a.clone()]));
+                }
+            }
+        }
+        let eligible = self.eligible(order)?;
+        let px = order.reference_price;
+        let live = self.book.prices[k];
+        let has_live = !live.is_nan();
+        let q_lots = order.quantity.map(|q| q / lot);
+        let none = Forced::new();
+        let mut allocs = if eligible.is_empty() {
+            Vec::new()
+        } else {
+            allocate(&self.book, order, k, &eligible, px, q_lots, &none)?
+        };
+        let requested = match order.quantity {
+            Some(q) => q,
+            None => allocs.iter().map(|a| a.quantity).sum(),
+        };
+        let mut decision = Decision {
+            order_id: order.order_id.clone(),
+            journey_id: order.journey_id.clone(),
+            strategy: order.strategy.clone(),
+            symbol: order.symbol.clone(),
+            side: order.side.as_str(),
+            status: Status::Rejected,
+            stage: None,
+            reference_price: px,
+            live_price: if has_live { Some(live) } else { None },
+            requested_quantity: requested,
+            placed_quantity: 0,
+            unplaced_quantity: 0,
+            l1_breaches: Vec::new(),
+            lines: Vec::new(),
+        };
+        let mut l1 = layer1(&self.book, &mut self.firm, order, k, requested, as_of);
+        self.firm.seen_orders.insert(order.order_id.clone());
+        self.firm.seen_journeys.insert(order.journey_id.clone());
+        if eligible.is_empty() {
+            l1.push(Check::new(
+                Code::NoEligibleAccounts,
+                None,
+                None,
+                format!("no account follows strategy {}", order.strategy),
+            ));
+        }
+        if !l1.is_empty() {
+            decision.stage = Some(Stage::L1);
+            decision.l1_breaches = l1;
+            decision.unplaced_quantity = requested;
+            return Ok(decision);
+        }
+        let first: Vec<i64> = allocs.iter().map(|a| a.quantity).collect();
+        let mut breaches: Vec<Option<Vec<Check>>> = vec![None; eligible.len()];
+        let mut any_breach = false;
+        if !has_live {
+            for (j, a) in allocs.iter().enumerate() {
+                if a.quantity > 0 {
+                    let mut c = Check::new(
+                        Code::NoLivePrice,
+                        None,
+                        None,
+                        format!("no live price for {}", order.symbol),
+                    );
+                    c.cap = Some(0.0);
+                    breaches[j] = Some(vec![c]);
+                    any_breach = true;
+                }
+            }
+        } else {
+            let mut forced = Forced::new();
+            for _ in 0..=eligible.len() {
+                let failing = layer2(&self.book, order, k, &eligible, &allocs, live);
+                if failing.is_empty() {
+                    break;
+                }
+                any_breach = true;
+                for f in &failing {
+                    if breaches[f.j].is_none() {
+                        breaches[f.j] = Some(f.broken.clone());
+                    }
+                }
+                if order.on_lot_failure == LotFailurePolicy::RejectBlock {
+                    break;
+                }
+                for f in failing {
+                    if order.on_lot_failure == LotFailurePolicy::DropLots {
+                        let mut c = Check::new(
+                            Code::L2Dropped,
+                            Some(0.0),
+                            Some(0.0),
+                            "lot dropped: failed layer-2 risk at live price".into(),
+                        );
+                        c.cap = Some(0.0);
+                        forced.insert(f.j, (0, c));
+                    } else {
+                        let c = floor_lots(f.caps.cap_shares(), lot);
+                        let smaller = forced.get(&f.j).is_none_or(|prev| c < prev.0);
+                        if smaller {
+                            let check = f.broken.into_iter().next().unwrap_or_else(|| {
+                                let mut c2 =
+                                    Check::new(Code::L2Reduced, None, None, "reduced".into());
+                                c2.cap = Some((c * lot) as f64);
+                                c2
+                            });
+                            forced.insert(f.j, (c, check));
+                        }
+                    }
+                }
+                allocs = allocate(&self.book, order, k, &eligible, px, q_lots, &forced)?;
+            }
+        }
+        let rejected =
+            any_breach && (order.on_lot_failure == LotFailurePolicy::RejectBlock || !has_live);
+        let mut placed = 0;
+        let mut lines = Vec::with_capacity(allocs.len());
+        for (j, (a, brk)) in allocs.into_iter().zip(breaches).enumerate() {
+            let Alloc { weight, requested, ideal, quantity, binding } = a;
+            let qty = if rejected { 0 } else { quantity };
+            placed += qty;
+            let status = if rejected && first[j] > 0 {
+                LineStatus::Blocked
+            } else if brk.is_some() {
+                if qty == 0 {
+                    LineStatus::Dropped
+                } else {
+                    LineStatus::Reduced
+                }
+            } else if binding.is_some() {
+                LineStatus::Capped
+            } else if qty > 0 {
+                LineStatus::Ok
+            } else {
+                LineStatus::Zero
+            };
+            lines.push(Line {
+                account_id: self.book.accounts[eligible[j]].account_id.clone(),
+                weight,
+                requested,
+                ideal,
+                allocated: first[j],
+                quantity: qty,
+                binding,
+                l2_breaches: brk.unwrap_or_default(),
+                status,
+            });
+        }
+        decision.placed_quantity = placed;
+        decision.unplaced_quantity = if requested > placed { requested - placed } else { 0 };
+        if rejected {
+            decision.stage = Some(Stage::L2);
+            decision.lines = lines;
+            return Ok(decision);
+        }
+        decision.status = Status::Accepted;
+        if commit {
+            let res_px = order.limit_price.unwrap_or(live);
+            for (j, &i) in eligible.iter().enumerate() {
+                let q = lines[j].quantity;
+                if q > 0 {
+                    self.book.accounts[i].reserve(k, order.side, q, res_px);
+                }
+            }
+        }
+        decision.lines = lines;
+        Ok(decision)
+    }
+
+    pub fn apply_fill(
+        &mut self,
+        account_id: &str,
+        sym: &str,
+        side: Side,
+        qty: i64,
+        price: f64,
+    ) -> CoreResult<()> {
+        self.book.apply_fill(account_id, sym, side, qty, price)
+    }
+}

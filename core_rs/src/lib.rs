@@ -1,0 +1,15 @@
+//! MATS core: multi-account allocation, two-layer pre-trade risk and the book they run on.
+//!
+//! The Python package `mats` loads this crate as `mats._core` (see `python`).
+
+pub mod allocation;
+pub mod book;
+pub mod codes;
+pub mod decision;
+pub mod domain;
+pub mod engine;
+pub mod errors;
+pub mod risk;
+
+#[cfg(feature = "python")]
+mod python;

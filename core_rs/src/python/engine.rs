@@ -1,0 +1,277 @@
+//! `Engine` and `Decision` classes.
+
+use std::collections::HashMap;
+
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+use super::errors::{py_result, to_py};
+use crate::domain::{
+    AccountIn, AllocationMethod, BlockOrder, BookIn, KillSwitch, LotFailurePolicy, Side,
+};
+use crate::engine::Engine as CoreEngine;
+use crate::errors::CoreError;
+
+fn now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+fn attr<'py, T: FromPyObject<'py>>(obj: &Bound<'py, PyAny>, name: &str) -> PyResult<T> {
+    obj.getattr(name)?.extract::<T>().map_err(|e| {
+        to_py(obj.py(), CoreError::order(format!("{name}: {e}")).at([name.to_owned()]))
+    })
+}
+
+/// Reads a block order from any object with the attributes of `mats.models.BlockOrder`.
+fn read_order(obj: &Bound<'_, PyAny>) -> PyResult<BlockOrder> {
+    let py = obj.py();
+    let side: String = attr(obj, "side")?;
+    let method: String = attr(obj, "method")?;
+    let method = py_result(py, AllocationMethod::parse(&method))?;
+    let policy: String = attr(obj, "on_lot_failure")?;
+    let ts_obj = obj.getattr("reference_time")?;
+    let reference_ts: f64 = ts_obj.call_method0("timestamp")?.extract()?;
+    let param_field = match method {
+        AllocationMethod::Ratios => Some("ratios"),
+        AllocationMethod::Percent => Some("percents"),
+        AllocationMethod::Shares => Some("shares"),
+        _ => None,
+    };
+    let params = match param_field {
+        Some(name) => {
+            let v = obj.getattr(name)?;
+            if v.is_none() {
+                None
+            } else {
+                let d = v.downcast::<PyDict>().map_err(|_| {
+                    to_py(py, CoreError::order(format!("{name} must be a mapping")).at([name]))
+                })?;
+                let mut out = Vec::with_capacity(d.len());
+                for (k, val) in d.iter() {
+                    out.push((k.extract::<String>()?, val.extract::<f64>()?));
+                }
+                Some(out)
+            }
+        }
+        None => None,
+    };
+    Ok(BlockOrder {
+        order_id: attr(obj, "order_id")?,
+        journey_id: attr(obj, "journey_id")?,
+        strategy: attr(obj, "strategy")?,
+        symbol: attr(obj, "symbol")?,
+        side: py_result(py, Side::parse(&side))?,
+        quantity: attr(obj, "quantity")?,
+        target_weight_pct: attr(obj, "target_weight_pct")?,
+        limit_price: attr(obj, "limit_price")?,
+        reference_price: attr(obj, "reference_price")?,
+        reference_ts,
+        method,
+        params,
+        accounts: attr(obj, "accounts")?,
+        on_lot_failure: py_result(py, LotFailurePolicy::parse(&policy))?,
+    })
+}
+
+/// The allocation and risk engine. Holds the book between calls.
+#[pyclass(module = "mats._core")]
+pub struct Engine {
+    inner: CoreEngine,
+}
+
+#[pymethods]
+impl Engine {
+    #[new]
+    fn new(py: Python<'_>, book_json: &str) -> PyResult<Self> {
+        let book = py_result(py, BookIn::from_json(book_json))?;
+        Ok(Engine { inner: py_result(py, CoreEngine::new(book))? })
+    }
+
+    /// Layer 1, allocation and layer 2 for one block order.
+    #[pyo3(signature = (order, as_of=None, commit=true))]
+    fn process(
+        &mut self,
+        order: &Bound<'_, PyAny>,
+        as_of: Option<f64>,
+        commit: bool,
+    ) -> PyResult<Decision> {
+        let py = order.py();
+        let o = read_order(order)?;
+        let d = py_result(py, self.inner.process(&o, as_of.unwrap_or_else(now), commit))?;
+        Ok(Decision { inner: d })
+    }
+
+    /// Adds or replaces an account (JSON of `mats.models.Account`).
+    fn upsert_account(&mut self, py: Python<'_>, account_json: &str) -> PyResult<()> {
+        let a: AccountIn = serde_json::from_str(account_json)
+            .map_err(|e| to_py(py, CoreError::book(format!("account JSON: {e}"))))?;
+        py_result(py, self.inner.book.upsert_account(&a))
+    }
+
+    /// Sets live marks.
+    fn update_prices(&mut self, py: Python<'_>, prices: HashMap<String, f64>) -> PyResult<()> {
+        for (sym, px) in &prices {
+            py_result(
+                py,
+                self.inner.book.update_price(sym, *px).map_err(|e| e.at(["prices", sym])),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Books an execution for one account.
+    fn apply_fill(
+        &mut self,
+        py: Python<'_>,
+        account_id: &str,
+        symbol: &str,
+        side: &str,
+        quantity: i64,
+        price: f64,
+    ) -> PyResult<()> {
+        let side = py_result(py, Side::parse(side))?;
+        py_result(py, self.inner.apply_fill(account_id, symbol, side, quantity, price))
+    }
+
+    /// Releases working quantity that will not fill (cancelled or expired).
+    fn release(
+        &mut self,
+        py: Python<'_>,
+        account_id: &str,
+        symbol: &str,
+        side: &str,
+        quantity: i64,
+    ) -> PyResult<()> {
+        let side = py_result(py, Side::parse(side))?;
+        py_result(py, self.inner.book.release(account_id, symbol, side, quantity))
+    }
+
+    fn set_kill_switch(&mut self, py: Python<'_>, mode: &str) -> PyResult<()> {
+        let m = py_result(py, KillSwitch::parse(mode))?;
+        self.inner.set_kill_switch(m);
+        Ok(())
+    }
+
+    #[getter]
+    fn kill_switch(&self) -> &'static str {
+        match self.inner.book.kill_switch {
+            KillSwitch::Normal => "normal",
+            KillSwitch::Reducing => "reducing",
+            KillSwitch::Halted => "halted",
+        }
+    }
+
+    /// Current position of an account in a symbol.
+    fn position(&self, py: Python<'_>, account_id: &str, symbol: &str) -> PyResult<i64> {
+        let i = py_result(py, self.inner.book.account(account_id))?;
+        let k = py_result(py, self.inner.book.symbol(symbol))?;
+        Ok(self.inner.book.accounts[i].position(k))
+    }
+
+    /// Cash, settled cash and reserved cash of an account.
+    fn cash(&self, py: Python<'_>, account_id: &str) -> PyResult<(f64, f64, f64)> {
+        let i = py_result(py, self.inner.book.account(account_id))?;
+        let a = &self.inner.book.accounts[i];
+        Ok((a.cash, a.settled_cash, a.reserved_cash))
+    }
+
+    /// Working (buy, sell) quantity of an account in a symbol.
+    fn open_orders(&self, py: Python<'_>, account_id: &str, symbol: &str) -> PyResult<(i64, i64)> {
+        let i = py_result(py, self.inner.book.account(account_id))?;
+        let k = py_result(py, self.inner.book.symbol(symbol))?;
+        Ok(self.inner.book.accounts[i].open(k).map(|o| (o.buy, o.sell)).unwrap_or((0, 0)))
+    }
+
+    #[getter]
+    fn account_count(&self) -> usize {
+        self.inner.book.accounts.len()
+    }
+}
+
+/// The core's answer for one block. `to_json()` gives every detail.
+#[pyclass(module = "mats._core", frozen)]
+pub struct Decision {
+    inner: crate::decision::Decision,
+}
+
+#[pymethods]
+impl Decision {
+    #[getter]
+    fn order_id(&self) -> &str {
+        &self.inner.order_id
+    }
+
+    #[getter]
+    fn journey_id(&self) -> &str {
+        &self.inner.journey_id
+    }
+
+    #[getter]
+    fn accepted(&self) -> bool {
+        self.inner.status == crate::decision::Status::Accepted
+    }
+
+    #[getter]
+    fn status(&self) -> &'static str {
+        match self.inner.status {
+            crate::decision::Status::Accepted => "accepted",
+            crate::decision::Status::Rejected => "rejected",
+        }
+    }
+
+    #[getter]
+    fn stage(&self) -> Option<&'static str> {
+        self.inner.stage.map(|s| match s {
+            crate::decision::Stage::L1 => "l1",
+            crate::decision::Stage::L2 => "l2",
+        })
+    }
+
+    #[getter]
+    fn requested_quantity(&self) -> i64 {
+        self.inner.requested_quantity
+    }
+
+    #[getter]
+    fn placed_quantity(&self) -> i64 {
+        self.inner.placed_quantity
+    }
+
+    #[getter]
+    fn unplaced_quantity(&self) -> i64 {
+        self.inner.unplaced_quantity
+    }
+
+    /// Reason codes of layer 1.
+    #[getter]
+    fn l1_codes(&self) -> Vec<&'static str> {
+        self.inner.l1_breaches.iter().map(|c| c.code.as_str()).collect()
+    }
+
+    /// Shares per account, for the accounts that get some.
+    fn quantities(&self) -> Vec<(String, i64)> {
+        self.inner
+            .lines
+            .iter()
+            .filter(|l| l.quantity > 0)
+            .map(|l| (l.account_id.clone(), l.quantity))
+            .collect()
+    }
+
+    fn to_json(&self) -> String {
+        self.inner.to_json()
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "Decision(order_id={:?}, status={:?}, placed={}, unplaced={})",
+            self.inner.order_id,
+            self.status(),
+            self.inner.placed_quantity,
+            self.inner.unplaced_quantity
+        )
+    }
+}

@@ -1,0 +1,80 @@
+"""The engine's Python face: takes and gives the pydantic models, keeps the native book."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+
+from mats import _core
+from mats.models import Account, BlockOrder, Book, Decision, KillSwitch, Side
+
+
+def load_decision(native: _core.Decision) -> Decision:
+    """Every detail of a native decision as the pydantic model."""
+    return Decision.model_validate_json(native.to_json())
+
+
+class Engine:
+    """Allocation and two-layer pre-trade risk over a book held in Rust between calls.
+
+    Parameters
+    ----------
+    book
+        Instruments, mandates, accounts, firm limits and marks at start of day.
+
+    Examples
+    --------
+    >>> engine = Engine(book)                         # doctest: +SKIP
+    >>> d = engine.process(order)                     # doctest: +SKIP
+    >>> d.status, d.placed_quantity, d.quantities()   # doctest: +SKIP
+    """
+
+    def __init__(self, book: Book) -> None:
+        self._native = _core.Engine(book.model_dump_json())
+
+    def process(self, order: BlockOrder, as_of: datetime | None = None,
+                commit: bool = True) -> _core.Decision:
+        """Layer 1, allocation and layer 2 for one block; one crossing into Rust.
+
+        Returns the native decision (summary fields as attributes); ``load_decision`` or
+        ``decide`` give the full pydantic ``Decision``. With ``commit`` an accepted block
+        reserves its lots' working quantity and cash.
+        """
+        ts = None if as_of is None else as_of.timestamp()
+        return self._native.process(order, ts, commit)
+
+    def decide(self, order: BlockOrder, as_of: datetime | None = None,
+               commit: bool = True) -> Decision:
+        """``process`` returning the full pydantic ``Decision``."""
+        return load_decision(self.process(order, as_of, commit))
+
+    def upsert_account(self, account: Account) -> None:
+        self._native.upsert_account(account.model_dump_json())
+
+    def update_prices(self, prices: Mapping[str, float]) -> None:
+        self._native.update_prices(dict(prices))
+
+    def apply_fill(self, account_id: str, symbol: str, side: Side | str, quantity: int,
+                   price: float) -> None:
+        self._native.apply_fill(account_id, symbol, str(Side(side)), quantity, price)
+
+    def release(self, account_id: str, symbol: str, side: Side | str, quantity: int) -> None:
+        self._native.release(account_id, symbol, str(Side(side)), quantity)
+
+    def set_kill_switch(self, mode: KillSwitch | str) -> None:
+        self._native.set_kill_switch(str(KillSwitch(mode)))
+
+    @property
+    def kill_switch(self) -> KillSwitch:
+        return KillSwitch(self._native.kill_switch)
+
+    def position(self, account_id: str, symbol: str) -> int:
+        return self._native.position(account_id, symbol)
+
+    def cash(self, account_id: str) -> tuple[float, float, float]:
+        """(cash, settled cash, reserved cash) of an account."""
+        return self._native.cash(account_id)
+
+    def open_orders(self, account_id: str, symbol: str) -> tuple[int, int]:
+        """Working (buy, sell) quantity of an account in a symbol."""
+        return self._native.open_orders(account_id, symbol)

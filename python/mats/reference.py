@@ -1,0 +1,838 @@
+"""Plain-Python reference of the core's allocation and two-layer risk rules.
+
+This module is the executable specification of ``core_rs``: the Rust engine must give the same
+answers (the property tests compare them), and it is the baseline ``make bench`` measures the
+Rust core against. It is written for clarity, in the same order of floating-point operations as
+the Rust code so that both round the same way; it is not meant to be fast.
+
+The rules are described in ``docs/allocation.md`` and ``docs/risk.md``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from mats import codes
+from mats.errors import BookError, OrderError
+from mats.models import (
+    Account,
+    AccountType,
+    AllocationMethod,
+    BlockOrder,
+    Book,
+    Instrument,
+    KillSwitch,
+    LotFailurePolicy,
+    Mandate,
+    RiskConfig,
+    Side,
+)
+
+REG_T_INITIAL_MARGIN = 0.5
+# Caps are floored to whole lots after adding this slack, so that a cap which is a whole number of
+# lots in exact arithmetic (say 300 shares computed as 299.99999999997) is not cut by one lot.
+LOT_EPS = 1e-9
+
+
+# ------------------------------------------------------------------------------ book state
+
+
+@dataclass
+class _OpenOrders:
+    buy: int = 0
+    sell: int = 0
+    buy_reserved: float = 0.0
+
+
+@dataclass
+class _Account:
+    account_id: str
+    cash_account: bool
+    mandate: Mandate
+    net_liq: float
+    cash: float
+    settled_cash: float
+    pending_withdrawals: float
+    reserved_cash: float
+    # instrument index -> quantity; iterated in instrument order
+    positions: dict[int, int]
+    open_orders: dict[int, _OpenOrders]
+    strategies: set[str]
+    restricted_symbols: set[str]
+    restricted_sectors: set[str]
+
+
+@dataclass
+class _Instrument:
+    idx: int
+    symbol: str
+    sector: str
+    sector_idx: int
+    lot: int
+    tick: float
+    beta: float
+
+
+def _check(code: str, limit: float | None, value: float | None, cap: float | None,
+           message: str) -> dict[str, Any]:
+    return {"code": code, "limit": limit, "value": value, "cap": cap, "message": message}
+
+
+@dataclass
+class _Rule:
+    """One mandate rule applied to one account for one order side.
+
+    ``e_cap`` is the most shares the rule lets the account *add* to its exposure (after any
+    reducing part of the trade); ``limit`` is in the rule's own unit and ``usage`` maps an order
+    quantity to the value compared with ``limit``.
+    """
+
+    code: str
+    e_cap: float
+    limit: float
+    base: float  # value of the measure before the trade, in the limit's unit
+    per_share: float  # how much one added share moves the measure
+    text: str
+
+
+@dataclass
+class _Caps:
+    reducing: int  # shares of the trade that only reduce an opposite position
+    rules: list[_Rule]
+
+    def cap_shares(self) -> float:
+        if not self.rules:
+            return math.inf
+        m = self.rules[0].e_cap
+        for r in self.rules[1:]:
+            if r.e_cap < m:
+                m = r.e_cap
+        return self.reducing + (m if m > 0.0 else 0.0)
+
+    def binding(self) -> _Rule | None:
+        best: _Rule | None = None
+        for r in self.rules:
+            if best is None or r.e_cap < best.e_cap:
+                best = r
+        return best
+
+    def check_of(self, rule: _Rule, qty: float) -> dict[str, Any]:
+        added = qty - self.reducing
+        if added < 0.0:
+            added = 0.0
+        value = rule.base + added * rule.per_share
+        cap = self.reducing + (rule.e_cap if rule.e_cap > 0.0 else 0.0)
+        return _check(rule.code, rule.limit, value, cap, rule.text)
+
+
+def _floor_lots(shares: float, lot: int) -> int:
+    if shares == math.inf:
+        return 2**62
+    v = math.floor(shares / lot + LOT_EPS)
+    return v if v > 0 else 0
+
+
+class ReferenceEngine:
+    """Same API and answers as ``mats.Engine``, in plain Python."""
+
+    def __init__(self, book: Book) -> None:
+        self._load(book)
+
+    # -------------------------------------------------------------------- loading and updates
+
+    def _load(self, book: Book) -> None:
+        self.instruments: list[_Instrument] = []
+        self.by_symbol: dict[str, _Instrument] = {}
+        self.sector_ids: dict[str, int] = {}
+        for ins in book.instruments:
+            self._add_instrument(ins)
+        self.mandates = {m.mandate_id: m for m in book.mandates}
+        self.prices: list[float] = [math.nan] * len(self.instruments)
+        for sym, px in book.prices.items():
+            self.prices[self.by_symbol[sym].idx] = px
+        self.accounts: list[_Account] = []
+        self.account_idx: dict[str, int] = {}
+        self.firm_pos: list[int] = [0] * len(self.instruments)
+        for acct in book.accounts:
+            self._upsert_account(acct)
+        self.risk: RiskConfig = book.risk
+        self.kill_switch = book.risk.kill_switch
+        self.seen_orders: set[str] = set()
+        self.seen_journeys: set[str] = set()
+        self.throttle_log: dict[str, list[float]] = {}
+
+    def _add_instrument(self, ins: Instrument) -> None:
+        if ins.sector not in self.sector_ids:
+            self.sector_ids[ins.sector] = len(self.sector_ids)
+        r = _Instrument(len(self.instruments), ins.symbol, ins.sector,
+                        self.sector_ids[ins.sector], ins.lot_size, ins.tick_size, ins.beta)
+        self.instruments.append(r)
+        self.by_symbol[ins.symbol] = r
+
+    def _upsert_account(self, acct: Account) -> None:
+        mandate = self.mandates.get(acct.mandate_id)
+        if mandate is None:
+            raise BookError(f"account {acct.account_id}: unknown mandate {acct.mandate_id!r}")
+        positions: dict[int, int] = {}
+        for sym, q in acct.positions.items():
+            if sym not in self.by_symbol:
+                raise BookError(f"account {acct.account_id}: unknown symbol {sym!r}")
+            if q != 0:
+                positions[self.by_symbol[sym].idx] = q
+        open_orders: dict[int, _OpenOrders] = {}
+        for sym, oo in acct.open_orders.items():
+            if sym not in self.by_symbol:
+                raise BookError(f"account {acct.account_id}: unknown symbol {sym!r}")
+            open_orders[self.by_symbol[sym].idx] = _OpenOrders(oo.buy, oo.sell, oo.buy_reserved)
+        new = _Account(
+            account_id=acct.account_id,
+            cash_account=acct.account_type is AccountType.CASH,
+            mandate=mandate,
+            net_liq=acct.net_liq,
+            cash=acct.cash,
+            settled_cash=acct.settled_cash,
+            pending_withdrawals=acct.pending_withdrawals,
+            reserved_cash=acct.reserved_cash,
+            positions=dict(sorted(positions.items())),
+            open_orders=open_orders,
+            strategies=set(acct.strategies),
+            restricted_symbols=set(mandate.restricted_symbols),
+            restricted_sectors=set(mandate.restricted_sectors),
+        )
+        old_i = self.account_idx.get(acct.account_id)
+        if old_i is not None:
+            for k, q in self.accounts[old_i].positions.items():
+                self.firm_pos[k] -= q
+            self.accounts[old_i] = new
+        else:
+            self.account_idx[acct.account_id] = len(self.accounts)
+            self.accounts.append(new)
+        for k, q in new.positions.items():
+            self.firm_pos[k] += q
+
+    def upsert_account(self, acct: Account) -> None:
+        self._upsert_account(acct)
+
+    def update_prices(self, prices: dict[str, float]) -> None:
+        for sym, px in prices.items():
+            ins = self.by_symbol.get(sym)
+            if ins is None:
+                raise BookError(f"price for unknown symbol {sym!r}")
+            if not (px > 0.0 and math.isfinite(px)):
+                raise BookError(f"price for {sym} must be a positive number, got {px!r}")
+            self.prices[ins.idx] = px
+
+    def set_kill_switch(self, mode: KillSwitch) -> None:
+        self.kill_switch = KillSwitch(mode)
+
+    def apply_fill(self, account_id: str, symbol: str, side: Side, quantity: int,
+                   price: float) -> None:
+        acct = self._account(account_id)
+        ins = self._instrument(symbol)
+        if quantity <= 0 or not (price > 0.0 and math.isfinite(price)):
+            raise OrderError("fill quantity and price must be positive")
+        s = Side(side).sign
+        k = ins.idx
+        if math.isnan(self.prices[k]):
+            self.prices[k] = price
+        acct.positions[k] = acct.positions.get(k, 0) + s * quantity
+        if acct.positions[k] == 0:
+            del acct.positions[k]
+        acct.positions = dict(sorted(acct.positions.items()))
+        self.firm_pos[k] += s * quantity
+        notional = quantity * price
+        oo = acct.open_orders.get(k)
+        if s > 0:
+            acct.cash -= notional
+            if acct.cash_account:
+                acct.settled_cash -= notional
+            if oo is not None and oo.buy > 0:
+                take = quantity if quantity < oo.buy else oo.buy
+                release = oo.buy_reserved * take / oo.buy
+                oo.buy -= take
+                oo.buy_reserved -= release
+                acct.reserved_cash -= release
+                if acct.reserved_cash < 0.0:
+                    acct.reserved_cash = 0.0
+        else:
+            acct.cash += notional
+            if oo is not None and oo.sell > 0:
+                oo.sell -= quantity if quantity < oo.sell else oo.sell
+
+    def release(self, account_id: str, symbol: str, side: Side, quantity: int) -> None:
+        """Release working quantity that will not fill (cancelled or expired child orders)."""
+        acct = self._account(account_id)
+        k = self._instrument(symbol).idx
+        oo = acct.open_orders.get(k)
+        if oo is None:
+            return
+        if Side(side) is Side.BUY and oo.buy > 0:
+            take = quantity if quantity < oo.buy else oo.buy
+            release = oo.buy_reserved * take / oo.buy
+            oo.buy -= take
+            oo.buy_reserved -= release
+            acct.reserved_cash -= release
+            if acct.reserved_cash < 0.0:
+                acct.reserved_cash = 0.0
+        elif Side(side) is Side.SELL and oo.sell > 0:
+            oo.sell -= quantity if quantity < oo.sell else oo.sell
+
+    def position(self, account_id: str, symbol: str) -> int:
+        return self._account(account_id).positions.get(self._instrument(symbol).idx, 0)
+
+    def _account(self, account_id: str) -> _Account:
+        i = self.account_idx.get(account_id)
+        if i is None:
+            raise OrderError(f"unknown account {account_id!r}")
+        return self.accounts[i]
+
+    def _instrument(self, symbol: str) -> _Instrument:
+        ins = self.by_symbol.get(symbol)
+        if ins is None:
+            raise OrderError(f"unknown symbol {symbol!r}")
+        return ins
+
+    # -------------------------------------------------------------------- exposure measures
+
+    def _account_exposure(self, acct: _Account, ins: _Instrument, px: float
+                          ) -> tuple[float, float]:
+        """(gross of other symbols, gross of other symbols in the order's sector), live marks."""
+        gross_other = 0.0
+        sector_other = 0.0
+        for k, q in acct.positions.items():
+            if k == ins.idx:
+                continue
+            v = abs(q) * self.prices[k]
+            gross_other += v
+            if self.instruments[k].sector_idx == ins.sector_idx:
+                sector_other += v
+        return gross_other, sector_other
+
+    def _caps(self, acct: _Account, ins: _Instrument, side: Side, px: float) -> _Caps:
+        """Every mandate rule's room for this account in this symbol and side, at price ``px``."""
+        m = acct.mandate
+        s = side.sign
+        pos = acct.positions.get(ins.idx, 0)
+        oo = acct.open_orders.get(ins.idx)
+        eff = pos + (oo.buy if oo else 0) if s > 0 else pos - (oo.sell if oo else 0)
+        reducing = -s * eff if -s * eff > 0 else 0
+        e0 = s * eff if s * eff > 0 else 0
+        nav = acct.net_liq
+        rules: list[_Rule] = []
+        if ins.symbol in acct.restricted_symbols:
+            rules.append(_Rule(codes.RESTRICTED_SYMBOL, 0.0, 0.0, float(e0), 1.0,
+                               f"{ins.symbol} is restricted by mandate {m.mandate_id}"))
+        if ins.sector in acct.restricted_sectors:
+            rules.append(_Rule(codes.RESTRICTED_SECTOR, 0.0, 0.0, float(e0), 1.0,
+                               f"sector {ins.sector} is restricted by mandate {m.mandate_id}"))
+        if s < 0 and (acct.cash_account or not m.allow_short):
+            why = "cash account" if acct.cash_account else f"mandate {m.mandate_id}"
+            rules.append(_Rule(codes.SHORT_SALE_NOT_ALLOWED, 0.0, 0.0, float(e0), 1.0,
+                               f"short selling not allowed ({why})"))
+        if m.max_position_pct is not None:
+            limit_sh = m.max_position_pct / 100.0 * nav / px
+            rules.append(_Rule(codes.MAX_POSITION_PCT, limit_sh - e0, m.max_position_pct,
+                               e0 * px / nav * 100.0, px / nav * 100.0,
+                               f"position limit {m.max_position_pct:g}% of NAV"))
+        if m.max_position_shares is not None:
+            rules.append(_Rule(codes.MAX_POSITION_SHARES, float(m.max_position_shares - e0),
+                               float(m.max_position_shares), float(e0), 1.0,
+                               f"position limit {m.max_position_shares} shares"))
+        gross_other, sector_other = self._account_exposure(acct, ins, px)
+        cap_pct = m.sector_caps_pct.get(ins.sector, m.default_sector_cap_pct)
+        if cap_pct is not None:
+            room = (cap_pct / 100.0 * nav - sector_other) / px - e0
+            rules.append(_Rule(codes.SECTOR_CAP, room, cap_pct,
+                               (sector_other + e0 * px) / nav * 100.0, px / nav * 100.0,
+                               f"sector {ins.sector} cap {cap_pct:g}% of NAV"))
+        lev = m.max_gross_leverage
+        room = (lev * nav - gross_other) / px - e0
+        rules.append(_Rule(codes.GROSS_LEVERAGE, room, lev, (gross_other + e0 * px) / nav,
+                           px / nav, f"gross leverage ceiling {lev:g}x NAV"))
+        buffer = m.cash_buffer_pct / 100.0 * nav
+        if acct.cash_account:
+            funds = acct.settled_cash - acct.pending_withdrawals - acct.reserved_cash - buffer
+            rules.append(_Rule(codes.SETTLED_CASH, funds / px, funds, 0.0, px,
+                               "settled cash after withdrawals, reservations and cash buffer"))
+        else:
+            im = REG_T_INITIAL_MARGIN * (gross_other + abs(pos) * px)
+            excess = (nav - acct.pending_withdrawals - buffer - im
+                      - REG_T_INITIAL_MARGIN * acct.reserved_cash)
+            bp = excess / REG_T_INITIAL_MARGIN
+            rules.append(_Rule(codes.BUYING_POWER, bp / px, bp, 0.0, px,
+                               "Reg T buying power (50% initial margin)"))
+        return _Caps(reducing, rules)
+
+    # ------------------------------------------------------------------------- allocation
+
+    def _eligible(self, order: BlockOrder) -> list[int]:
+        if order.accounts is not None:
+            out = []
+            for a in order.accounts:
+                i = self.account_idx.get(a)
+                if i is None:
+                    raise OrderError(f"order {order.order_id}: accounts: unknown account {a!r}")
+                out.append(i)
+            return sorted(out)
+        return [i for i, a in enumerate(self.accounts) if order.strategy in a.strategies]
+
+    def _weights(self, order: BlockOrder, ins: _Instrument, eligible: list[int], px: float
+                 ) -> tuple[list[float], list[int | None]]:
+        """Each eligible account's weight, and for some methods an extra cap in shares."""
+        method = order.method
+        weights: list[float] = []
+        extra: list[int | None] = []
+        params: dict[str, float] | None = None
+        if method is AllocationMethod.RATIOS:
+            params = dict(order.ratios or {})
+        elif method is AllocationMethod.PERCENT:
+            params = dict(order.percents or {})
+        elif method is AllocationMethod.SHARES:
+            params = {k: float(v) for k, v in (order.shares or {}).items()}
+        if params is not None:
+            known = {self.accounts[i].account_id for i in eligible}
+            for a in params:
+                if a not in known:
+                    raise OrderError(f"order {order.order_id}: {method.value}: account {a!r} "
+                                     f"does not follow strategy {order.strategy!r}")
+        for i in eligible:
+            acct = self.accounts[i]
+            cap: int | None = None
+            if method is AllocationMethod.NET_LIQ:
+                w = acct.net_liq
+            elif method is AllocationMethod.AVAILABLE_EQUITY:
+                if acct.cash_account:
+                    w = acct.settled_cash - acct.pending_withdrawals - acct.reserved_cash
+                else:
+                    gross = 0.0
+                    for k, q in acct.positions.items():
+                        gross += abs(q) * self.prices[k]
+                    w = acct.net_liq - acct.pending_withdrawals - REG_T_INITIAL_MARGIN * gross
+            elif method is AllocationMethod.EQUAL:
+                w = 1.0
+            elif params is not None:
+                w = params.get(acct.account_id, 0.0)
+                if method is AllocationMethod.SHARES:
+                    cap = int(w)
+            else:  # target weight: the gap between the account's weight and the target
+                assert order.target_weight_pct is not None
+                s = order.side.sign
+                pos = acct.positions.get(ins.idx, 0)
+                oo = acct.open_orders.get(ins.idx)
+                eff = pos + (oo.buy if oo else 0) if s > 0 else pos - (oo.sell if oo else 0)
+                target = order.target_weight_pct / 100.0 * acct.net_liq / px
+                w = (target - eff) * s
+                cap = _floor_lots(w, ins.lot) * ins.lot if w > 0.0 else 0
+            weights.append(w if w > 0.0 else 0.0)
+            extra.append(cap)
+        return weights, extra
+
+    def _allocate(self, order: BlockOrder, ins: _Instrument, eligible: list[int], px: float,
+                  q_lots: int | None, forced: dict[int, tuple[int, dict[str, Any]]]
+                  ) -> list[dict[str, Any]]:
+        """Split ``q_lots`` lots over ``eligible`` accounts under every cap, at price ``px``.
+
+        ``forced`` maps an account position in ``eligible`` to an extra cap in lots (from layer-2
+        policy), with the check to report. With ``q_lots`` None (target weight without a
+        quantity) every account is offered its whole gap.
+        """
+        lot = ins.lot
+        weights, extra = self._weights(order, ins, eligible, px)
+        n = len(eligible)
+        caps_lots: list[int] = [0] * n
+        # what bound each account: a rule to evaluate at its wanted quantity, or a fixed check
+        rules: list[tuple[_Caps, _Rule] | None] = [None] * n
+        fixed: list[dict[str, Any] | None] = [None] * n
+        total_w = 0.0
+        for j, i in enumerate(eligible):
+            caps = self._caps(self.accounts[i], ins, order.side, px)
+            c = _floor_lots(caps.cap_shares(), lot)
+            rule = caps.binding()
+            if rule is not None:
+                rules[j] = (caps, rule)
+            e = extra[j]
+            if e is not None and e // lot <= c:
+                # the account asks for no more than its own quantity (fixed shares or the gap
+                # to its target weight): reaching it is not a limit binding
+                c = e // lot
+                fixed[j] = {}
+            f = forced.get(j)
+            if f is not None and f[0] <= c:
+                c = f[0]
+                fixed[j] = f[1]
+            caps_lots[j] = c
+            total_w += weights[j]
+        if q_lots is None:
+            q_lots = 0
+            for j in range(n):
+                if weights[j] > 0.0:
+                    q_lots += caps_lots[j]
+        min_lots = [0] * n
+        for j, i in enumerate(eligible):
+            mtv = self.accounts[i].mandate.min_trade_value
+            if mtv > 0.0:
+                min_lots[j] = math.ceil(mtv / (px * lot) - LOT_EPS)
+        excluded = [False] * n
+        while True:
+            wf = _waterfill(q_lots, weights, caps_lots, excluded)
+            small = [j for j in range(n) if 0 < wf.qty[j] < min_lots[j]]
+            if not small:
+                break
+            for j in small:
+                excluded[j] = True
+                mtv = self.accounts[eligible[j]].mandate.min_trade_value
+                fixed[j] = _check(codes.MIN_TRADE_SIZE, mtv, wf.qty[j] * lot * px, 0.0,
+                                  "below the mandate's minimum trade value")
+        lines = []
+        for j, i in enumerate(eligible):
+            binding: dict[str, Any] | None = None
+            if wf.capped[j] or excluded[j]:
+                if fixed[j] is not None:
+                    binding = fixed[j] or None
+                elif rules[j] is not None:
+                    caps, rule = rules[j]  # type: ignore[misc]
+                    binding = caps.check_of(rule, wf.want[j] * lot)
+            requested = q_lots * weights[j] / total_w if total_w > 0.0 else 0.0
+            lines.append({
+                "account_id": self.accounts[i].account_id,
+                "weight": weights[j],
+                "requested": requested * lot,
+                "ideal": wf.ideal[j] * lot,
+                "quantity": wf.qty[j] * lot,
+                "binding": binding,
+            })
+        return lines
+
+    # --------------------------------------------------------------------------- risk
+
+    def _firm_measures(self, ins: _Instrument, px: float) -> dict[str, float]:
+        gross = 0.0
+        net = 0.0
+        sector = 0.0
+        beta = 0.0
+        for k, q in enumerate(self.firm_pos):
+            if q == 0:
+                continue
+            mark = px if k == ins.idx else self.prices[k]
+            v = q * mark
+            gross += abs(v)
+            net += v
+            beta += v * self.instruments[k].beta
+            if self.instruments[k].sector_idx == ins.sector_idx:
+                sector += abs(v)
+        nav = 0.0
+        for a in self.accounts:
+            nav += a.net_liq
+        return {"gross": gross, "net": net, "sector": sector, "beta": beta, "nav": nav}
+
+    def _layer1(self, order: BlockOrder, ins: _Instrument, qty: int, as_of: float
+                ) -> list[dict[str, Any]]:
+        r = self.risk
+        out: list[dict[str, Any]] = []
+        s = order.side.sign
+        px = order.reference_price
+        firm_q = self.firm_pos[ins.idx]
+        reducing = s * firm_q < 0 and qty <= abs(firm_q)
+        if self.kill_switch is KillSwitch.HALTED:
+            out.append(_check(codes.KILL_SWITCH_HALTED, None, None, None,
+                              "trading is halted by the kill switch"))
+        elif self.kill_switch is KillSwitch.REDUCING and not reducing:
+            out.append(_check(codes.KILL_SWITCH_REDUCING, float(abs(firm_q)),
+                              float(abs(firm_q + s * qty)), None,
+                              "kill switch allows only orders that reduce the firm's position"))
+        if order.order_id in self.seen_orders:
+            out.append(_check(codes.DUPLICATE_ORDER_ID, None, None, None,
+                              f"order id {order.order_id} was seen before"))
+        if order.journey_id in self.seen_journeys:
+            out.append(_check(codes.DUPLICATE_JOURNEY_ID, None, None, None,
+                              f"journey id {order.journey_id} was seen before"))
+        if r.throttle is not None:
+            log = self.throttle_log.setdefault(order.strategy, [])
+            lo = as_of - r.throttle.window_s
+            while log and log[0] <= lo:
+                log.pop(0)
+            if len(log) >= r.throttle.max_orders:
+                out.append(_check(codes.THROTTLED, float(r.throttle.max_orders),
+                                  float(len(log) + 1), None,
+                                  f"more than {r.throttle.max_orders} orders in "
+                                  f"{r.throttle.window_s:g}s for strategy {order.strategy}"))
+            log.append(as_of)
+        if ins.symbol in r.restricted_symbols:
+            out.append(_check(codes.FIRM_RESTRICTED, None, None, None,
+                              f"{ins.symbol} is on the firm's restricted list"))
+        limit = r.instrument_limits.get(ins.symbol, r.default_instrument_limit)
+        chk_px = order.limit_price if order.limit_price is not None else px
+        notional = qty * chk_px
+        if limit is None:
+            out.append(_check(codes.NO_INSTRUMENT_LIMIT, None, None, None,
+                              f"no order limit is configured for {ins.symbol}"))
+        else:
+            if qty > limit.max_quantity:
+                out.append(_check(codes.MAX_ORDER_QUANTITY, float(limit.max_quantity),
+                                  float(qty), None, "block quantity above the instrument limit"))
+            if notional > limit.max_notional:
+                out.append(_check(codes.MAX_ORDER_NOTIONAL, limit.max_notional, notional, None,
+                                  "block notional above the instrument limit"))
+        if order.limit_price is not None:
+            dev = abs(order.limit_price - px) / px * 100.0
+            if dev > r.price_collar_pct:
+                out.append(_check(codes.PRICE_COLLAR, r.price_collar_pct, dev, None,
+                                  "limit price outside the collar around the reference price"))
+            ticks = order.limit_price / ins.tick
+            if abs(ticks - round(ticks)) > 1e-6:
+                out.append(_check(codes.PRICE_NOT_ON_TICK, ins.tick, order.limit_price, None,
+                                  f"limit price is not a multiple of the tick size {ins.tick:g}"))
+        age = as_of - order.reference_time.timestamp()
+        if age > r.max_reference_age_s:
+            out.append(_check(codes.STALE_REFERENCE_PRICE, r.max_reference_age_s, age, None,
+                              f"reference price is {age:.1f}s old"))
+        f = self._firm_measures(ins, px)
+        old_v = abs(firm_q) * px
+        new_v = abs(firm_q + s * qty) * px
+        if r.max_gross_exposure is not None:
+            after = f["gross"] - old_v + new_v
+            if after > r.max_gross_exposure and after > f["gross"]:
+                out.append(_check(codes.FIRM_GROSS_EXPOSURE, r.max_gross_exposure, after, None,
+                                  "firm gross exposure after the block"))
+        if r.max_net_exposure is not None:
+            after = f["net"] + s * qty * px
+            if abs(after) > r.max_net_exposure and abs(after) > abs(f["net"]):
+                out.append(_check(codes.FIRM_NET_EXPOSURE, r.max_net_exposure, after, None,
+                                  "firm net exposure after the block"))
+        sector_limit = r.sector_limits_pct.get(ins.sector, r.max_sector_pct)
+        if sector_limit is not None and f["nav"] > 0.0:
+            after = f["sector"] - old_v + new_v
+            pct = after / f["nav"] * 100.0
+            if pct > sector_limit and after > f["sector"]:
+                out.append(_check(codes.FIRM_SECTOR_CONCENTRATION, sector_limit, pct, None,
+                                  f"firm exposure to sector {ins.sector}, % of firm NAV"))
+        if r.max_beta_delta is not None:
+            after = f["beta"] + s * qty * px * ins.beta
+            if abs(after) > r.max_beta_delta and abs(after) > abs(f["beta"]):
+                out.append(_check(codes.FIRM_BETA_DELTA, r.max_beta_delta, after, None,
+                                  "firm beta-weighted net delta after the block"))
+        return out
+
+    def _layer2(self, order: BlockOrder, ins: _Instrument, eligible: list[int],
+                lines: list[dict[str, Any]], live: float
+                ) -> dict[int, tuple[_Caps, list[dict[str, Any]]]]:
+        """Lots that break their account's mandate at the live price, with every broken rule."""
+        failing: dict[int, tuple[_Caps, list[dict[str, Any]]]] = {}
+        for j, i in enumerate(eligible):
+            q = lines[j]["quantity"]
+            if q == 0:
+                continue
+            caps = self._caps(self.accounts[i], ins, order.side, live)
+            if q // ins.lot <= _floor_lots(caps.cap_shares(), ins.lot):
+                continue
+            broken = []
+            for rule in caps.rules:
+                allowed = caps.reducing + (rule.e_cap if rule.e_cap > 0.0 else 0.0)
+                if q // ins.lot > _floor_lots(allowed, ins.lot):
+                    broken.append(caps.check_of(rule, float(q)))
+            failing[j] = (caps, broken)
+        return failing
+
+    # --------------------------------------------------------------------------- the call
+
+    def process(self, order: BlockOrder, as_of: datetime | None = None,
+                commit: bool = True) -> dict[str, Any]:
+        """Layer 1, allocation and layer 2 for one block; returns the decision as a dict."""
+        ins = self._instrument(order.symbol)
+        now = (as_of or datetime.now().astimezone()).timestamp()
+        lot = ins.lot
+        if order.quantity is not None and order.quantity % lot != 0:
+            raise OrderError(f"order {order.order_id}: quantity {order.quantity} is not a whole "
+                             f"number of lots of {lot}")
+        if order.shares is not None:
+            for a, q in order.shares.items():
+                if q % lot != 0:
+                    raise OrderError(f"order {order.order_id}: shares[{a}] = {q} is not a whole "
+                                     f"number of lots of {lot}")
+        eligible = self._eligible(order)
+        px = order.reference_price
+        live = self.prices[ins.idx]
+        has_live = not math.isnan(live)
+        q_lots = None if order.quantity is None else order.quantity // lot
+        decision: dict[str, Any] = {
+            "order_id": order.order_id, "journey_id": order.journey_id,
+            "strategy": order.strategy, "symbol": order.symbol, "side": order.side.value,
+            "status": "rejected", "stage": None, "reference_price": px,
+            "live_price": live if has_live else None, "requested_quantity": 0,
+            "placed_quantity": 0, "unplaced_quantity": 0, "l1_breaches": [], "lines": [],
+        }
+        lines = self._allocate(order, ins, eligible, px, q_lots, {}) if eligible else []
+        requested = order.quantity
+        if requested is None:
+            requested = sum(line["quantity"] for line in lines)
+        decision["requested_quantity"] = requested
+        l1 = self._layer1(order, ins, requested, now)
+        self.seen_orders.add(order.order_id)
+        self.seen_journeys.add(order.journey_id)
+        if not eligible:
+            l1.append(_check(codes.NO_ELIGIBLE_ACCOUNTS, None, None, None,
+                             f"no account follows strategy {order.strategy}"))
+        if l1:
+            decision["stage"] = "l1"
+            decision["l1_breaches"] = l1
+            decision["unplaced_quantity"] = requested
+            return decision
+        first = [line["quantity"] for line in lines]
+        breaches: dict[int, list[dict[str, Any]]] = {}
+        if not has_live:
+            for j, line in enumerate(lines):
+                if line["quantity"] > 0:
+                    breaches[j] = [_check(codes.NO_LIVE_PRICE, None, None, 0.0,
+                                          f"no live price for {ins.symbol}")]
+        else:
+            forced: dict[int, tuple[int, dict[str, Any]]] = {}
+            for _ in range(len(eligible) + 1):
+                failing = self._layer2(order, ins, eligible, lines, live)
+                if not failing:
+                    break
+                for j, (caps, broken) in failing.items():
+                    breaches.setdefault(j, broken)
+                if order.on_lot_failure is LotFailurePolicy.REJECT_BLOCK:
+                    break
+                for j, (caps, broken) in failing.items():
+                    if order.on_lot_failure is LotFailurePolicy.DROP_LOTS:
+                        forced[j] = (0, _check(codes.L2_DROPPED, 0.0, 0.0, 0.0,
+                                               "lot dropped: failed layer-2 risk at live price"))
+                    else:
+                        c = _floor_lots(caps.cap_shares(), lot)
+                        prev = forced.get(j)
+                        if prev is None or c < prev[0]:
+                            forced[j] = (c, broken[0] if broken else _check(
+                                codes.L2_REDUCED, None, None, float(c * lot), "reduced"))
+                lines = self._allocate(order, ins, eligible, px, q_lots, forced)
+        rejected = bool(breaches) and (
+            order.on_lot_failure is LotFailurePolicy.REJECT_BLOCK or not has_live)
+        placed = 0
+        out_lines = []
+        for j, line in enumerate(lines):
+            qty = 0 if rejected else line["quantity"]
+            placed += qty
+            if rejected and first[j] > 0:
+                status = "blocked"
+            elif j in breaches:
+                status = "dropped" if qty == 0 else "reduced"
+            elif line["binding"] is not None:
+                status = "capped"
+            else:
+                status = "ok" if qty > 0 else "zero"
+            out_lines.append({
+                "account_id": line["account_id"], "weight": line["weight"],
+                "requested": line["requested"], "ideal": line["ideal"],
+                "allocated": first[j], "quantity": qty,
+                "binding": line["binding"], "l2_breaches": breaches.get(j, []),
+                "status": status,
+            })
+        decision["lines"] = out_lines
+        decision["placed_quantity"] = placed
+        decision["unplaced_quantity"] = requested - placed if requested > placed else 0
+        if rejected:
+            decision["stage"] = "l2"
+            return decision
+        decision["status"] = "accepted"
+        if commit:
+            self._reserve(order, ins, eligible, out_lines, live if has_live else px)
+        return decision
+
+    def _reserve(self, order: BlockOrder, ins: _Instrument, eligible: list[int],
+                 lines: list[dict[str, Any]], live: float) -> None:
+        px = order.limit_price if order.limit_price is not None else live
+        for j, i in enumerate(eligible):
+            q = lines[j]["quantity"]
+            if q == 0:
+                continue
+            acct = self.accounts[i]
+            oo = acct.open_orders.setdefault(ins.idx, _OpenOrders())
+            if order.side is Side.BUY:
+                oo.buy += q
+                oo.buy_reserved += q * px
+                acct.reserved_cash += q * px
+            else:
+                oo.sell += q
+
+
+@dataclass
+class _Fill:
+    qty: list[int]
+    ideal: list[float]
+    want: list[float]
+    capped: list[bool]
+
+
+def _waterfill(q_lots: int, weights: list[float], caps: list[int], excluded: list[bool]
+               ) -> _Fill:
+    """Pro-rata split of ``q_lots`` under per-account caps, then largest-remainder rounding.
+
+    The constrained ideal is found by sweeping accounts in order of cap/weight: an account whose
+    pro-rata share of what is left reaches its cap is capped and leaves the pool; the first that
+    does not ends the sweep, and every account after it gets its pro-rata share of the remainder.
+    Rounding floors every ideal, then hands the lots left over one each to the largest remainders;
+    ties go to the larger weight, then to the earlier account in book order.
+    """
+    n = len(weights)
+    out = _Fill([0] * n, [0.0] * n, [0.0] * n, [False] * n)
+    live = [j for j in range(n) if not excluded[j] and weights[j] > 0.0]
+    order = sorted(live, key=lambda j: (caps[j] / weights[j], j))
+    rem_q = float(q_lots)
+    rem_w = 0.0
+    for j in live:
+        rem_w += weights[j]
+    cap_total = 0
+    for j in live:
+        cap_total += caps[j]
+    target = q_lots if q_lots < cap_total else cap_total
+    k = 0
+    while k < len(order):
+        j = order[k]
+        share = rem_q * weights[j] / rem_w
+        if share < caps[j]:
+            break
+        out.ideal[j] = float(caps[j])
+        out.want[j] = share
+        out.capped[j] = True
+        rem_q -= caps[j]
+        rem_w -= weights[j]
+        k += 1
+    for j in order[k:]:
+        share = rem_q * weights[j] / rem_w
+        out.want[j] = share
+        out.ideal[j] = share if share < caps[j] else float(caps[j])
+    qty = out.qty
+    ideal = out.ideal
+    floored = 0
+    for j in live:
+        f = math.floor(ideal[j])
+        if f > caps[j]:
+            f = caps[j]
+        qty[j] = f
+        floored += f
+    left = target - floored
+    if left > 0:
+        cand = sorted((j for j in live if qty[j] < caps[j]),
+                      key=lambda j: (-(ideal[j] - math.floor(ideal[j])), -weights[j], j))
+        while left > 0 and cand:
+            nxt = []
+            for j in cand:
+                if left == 0:
+                    break
+                qty[j] += 1
+                left -= 1
+                if qty[j] < caps[j]:
+                    nxt.append(j)
+            cand = nxt
+    elif left < 0:
+        cand = sorted((j for j in live if qty[j] > 0),
+                      key=lambda j: (ideal[j] - math.floor(ideal[j]), weights[j], -j))
+        for j in cand:
+            if left == 0:
+                break
+            qty[j] -= 1
+            left += 1
+    return out
