@@ -56,13 +56,13 @@ class Engine:
 
     def apply_fill(self, account_id: str, symbol: str, side: Side | str, quantity: int,
                    price: float) -> None:
-        self._native.apply_fill(account_id, symbol, str(Side(side)), quantity, price)
+        self._native.apply_fill(account_id, symbol, str(side), quantity, price)
 
     def release(self, account_id: str, symbol: str, side: Side | str, quantity: int) -> None:
-        self._native.release(account_id, symbol, str(Side(side)), quantity)
+        self._native.release(account_id, symbol, str(side), quantity)
 
     def set_kill_switch(self, mode: KillSwitch | str) -> None:
-        self._native.set_kill_switch(str(KillSwitch(mode)))
+        self._native.set_kill_switch(str(mode))
 
     @property
     def kill_switch(self) -> KillSwitch:

@@ -293,9 +293,18 @@ class Check(Frozen):
 
 
 class AllocationLine(Frozen):
+    """One account's share of a block (quantities in shares).
+
+    ``requested`` is the unconstrained pro-rata share, ``ideal`` the share after caps and
+    redistribution before rounding to lots, ``allocated`` the first allocation at the reference
+    price and ``quantity`` what is sent after layer 2. ``status`` is one of ``ok``, ``capped``,
+    ``reduced``, ``dropped``, ``blocked``, ``zero``.
+    """
+
     account_id: str
     weight: float
     requested: float
+    ideal: float
     allocated: int
     quantity: int
     binding: Check | None = None
