@@ -98,19 +98,24 @@ impl Caps {
 
     /// The rule as a reported check, its measure evaluated for an order of `qty` shares.
     pub fn check_of(&self, rule: &Rule, qty: f64, ins: &Instrument, mandate: &Mandate) -> Check {
-        let mut added = qty - self.reducing as f64;
-        if added < 0.0 {
-            added = 0.0;
-        }
-        let value = rule.base + added * rule.per_share;
-        let cap = self.reducing as f64 + if rule.e_cap > 0.0 { rule.e_cap } else { 0.0 };
-        Check {
-            code: rule.code,
-            limit: Some(rule.limit),
-            value: Some(value),
-            cap: Some(cap),
-            message: rule_message(rule, ins, mandate),
-        }
+        rule_check(self.reducing, rule, qty, ins, mandate)
+    }
+}
+
+/// A rule as a reported check for an account whose trade has `reducing` reducing shares.
+pub fn rule_check(reducing: i64, rule: &Rule, qty: f64, ins: &Instrument, m: &Mandate) -> Check {
+    let mut added = qty - reducing as f64;
+    if added < 0.0 {
+        added = 0.0;
+    }
+    let value = rule.base + added * rule.per_share;
+    let cap = reducing as f64 + if rule.e_cap > 0.0 { rule.e_cap } else { 0.0 };
+    Check {
+        code: rule.code,
+        limit: Some(rule.limit),
+        value: Some(value),
+        cap: Some(cap),
+        message: rule_message(rule, ins, m),
     }
 }
 

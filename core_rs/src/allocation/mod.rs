@@ -11,7 +11,7 @@ use crate::codes::Code;
 use crate::decision::Check;
 use crate::domain::{AllocationMethod, BlockOrder};
 use crate::errors::{CoreError, CoreResult};
-use caps::{account_caps, floor_lots, Caps, Rule, LOT_EPS, REG_T_INITIAL_MARGIN};
+use caps::{account_caps, floor_lots, rule_check, Rule, LOT_EPS, REG_T_INITIAL_MARGIN};
 use waterfill::waterfill;
 
 /// One account's share of a block, before layer 2.
@@ -29,7 +29,7 @@ pub type Forced = HashMap<usize, (i64, Check)>;
 
 /// What bound an account's cap.
 enum Bound {
-    Rule(Caps, Rule),
+    Rule(i64, Rule),
     Fixed(Check),
     /// Its own quantity (fixed shares, gap to target): not a limit.
     Own,
@@ -138,7 +138,7 @@ pub fn allocate(
     for (j, &i) in eligible.iter().enumerate() {
         let caps = account_caps(book, &book.accounts[i], k, order.side, px);
         let mut c = floor_lots(caps.cap_shares(), lot);
-        let mut b = caps.binding().map(|r| Bound::Rule(caps, r));
+        let mut b = caps.binding().map(|r| Bound::Rule(caps.reducing, r));
         if let Some(e) = extra[j] {
             if e / lot <= c {
                 c = e / lot;
@@ -204,7 +204,8 @@ pub fn allocate(
         if split.capped[j] || excluded[j] {
             binding = match &bound[j] {
                 Some(Bound::Fixed(c)) => Some(c.clone()),
-                Some(Bound::Rule(caps, rule)) => Some(caps.check_of(
+                Some(Bound::Rule(reducing, rule)) => Some(rule_check(
+                    *reducing,
                     rule,
                     split.want[j] * lot as f64,
                     ins,
