@@ -425,7 +425,7 @@ def test_bad_book_is_refused_with_the_path() -> None:
 
     with pytest.raises(BookError) as err:
         _core.Engine(json.dumps(book))
-    assert err.value.loc == ("accounts", "0")
+    assert err.value.loc == ("accounts", 0)
     assert "unknown mandate" in err.value.message
 
 

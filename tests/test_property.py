@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import os
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
@@ -16,7 +17,9 @@ from mats.errors import MatsError
 from mats.models import Book
 from mats.reference import ReferenceEngine
 
-SETTINGS = settings(max_examples=300, deadline=None,
+# More examples for a deeper search: MATS_HYPOTHESIS_EXAMPLES=5000 make test
+EXAMPLES = int(os.environ.get("MATS_HYPOTHESIS_EXAMPLES", "300"))
+SETTINGS = settings(max_examples=EXAMPLES, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 

@@ -1,6 +1,8 @@
 //! What the core answers for a block: the layer-1 verdict, every account's line with what bound
 //! it, the layer-2 verdict per lot, and the totals.
 
+use std::borrow::Cow;
+
 use serde::Serialize;
 
 use crate::codes::Code;
@@ -13,12 +15,17 @@ pub struct Check {
     pub limit: Option<f64>,
     pub value: Option<f64>,
     pub cap: Option<f64>,
-    pub message: String,
+    pub message: Cow<'static, str>,
 }
 
 impl Check {
-    pub fn new(code: Code, limit: Option<f64>, value: Option<f64>, message: String) -> Self {
-        Check { code, limit, value, cap: None, message }
+    pub fn new(
+        code: Code,
+        limit: Option<f64>,
+        value: Option<f64>,
+        message: impl Into<Cow<'static, str>>,
+    ) -> Self {
+        Check { code, limit, value, cap: None, message: message.into() }
     }
 }
 
@@ -67,7 +74,11 @@ pub enum Status {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Stage {
+    /// Refused by a firm rule.
     L1,
+    /// Every account's share was capped to nothing: no order to send.
+    Allocation,
+    /// Refused because allocated lots fail at the live price (reject_block policy, or no price).
     L2,
 }
 

@@ -71,12 +71,8 @@ fn equal_400_over_6() {
 fn ratios_4_2_1_1_of_1000() {
     let mut e = book(&[1e6; 4], "", "{}", 10.0);
     let mut o = order("o1", 1000, AllocationMethod::Ratios, 10.0);
-    o.params = Some(vec![
-        ("A0".into(), 4.0),
-        ("A1".into(), 2.0),
-        ("A2".into(), 1.0),
-        ("A3".into(), 1.0),
-    ]);
+    o.params =
+        Some(vec![("A0".into(), 4.0), ("A1".into(), 2.0), ("A2".into(), 1.0), ("A3".into(), 1.0)]);
     let d = e.process(&o, T0, true).unwrap();
     assert_eq!(quantities(&d), [500, 250, 125, 125]);
 }

@@ -42,12 +42,13 @@ import csv
 import io
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
 from pydantic import AwareDatetime, BaseModel, ValidationError
+from pydantic_core import ErrorDetails
 
 from mats.errors import ConfigError, MatsError
 from mats.models import (
@@ -92,7 +93,7 @@ _PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
 
 
 def render_loc(loc: Iterable[str | int]) -> str:
-    """A field path as a user writes it: ``orders[3].quantity``, ``sector_caps_pct['Real Estate']``."""
+    """A field path as a user writes it: ``orders[3].quantity``, ``caps['Real Estate']``."""
     out = ""
     for part in loc:
         if isinstance(part, int):
@@ -113,17 +114,17 @@ def format_error(err: MatsError) -> str:
     loc = list(err.loc)
     parts: list[str] = []
     if isinstance(err, ConfigError) and loc and isinstance(loc[0], str):
-        parts.append(loc.pop(0))
+        parts.append(str(loc.pop(0)))
     if loc:
         parts.append(render_loc(loc))
     parts.append(err.message)
     return ": ".join(parts)
 
 
-def pydantic_problem(exc: ValidationError, model: type[BaseModel] | None = None
-                     ) -> tuple[Loc, str]:
+def pydantic_problem(exc: ValidationError | Sequence[ErrorDetails],
+                     model: type[BaseModel] | None = None) -> tuple[Loc, str]:
     """The first problem of a validation error, as (field path, readable message)."""
-    errors = exc.errors(include_url=False)
+    errors = exc.errors(include_url=False) if isinstance(exc, ValidationError) else exc
     first = errors[0]
     loc: Loc = tuple(first["loc"])
     kind = first["type"]
@@ -159,7 +160,8 @@ def _kind(value: object) -> str:
     return f"a {type(value).__name__} ({value!r:.40})"
 
 
-def _read_text(path: Path) -> str:
+def read_text(path: Path) -> str:
+    """A UTF-8 text file's contents (a byte-order mark is dropped); ConfigError if unreadable."""
     try:
         with path.open(encoding="utf-8-sig", newline="") as f:
             return f.read()
@@ -174,13 +176,17 @@ def _read_text(path: Path) -> str:
 
 
 def _load_json(path: Path) -> Any:
-    text = _read_text(path)
+    return parse_json(read_text(path), str(path))
+
+
+def parse_json(text: str, where: str) -> Any:
+    """JSON text read from ``where`` (a file name, for messages); duplicate keys are an error."""
 
     def no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for k, v in pairs:
             if k in out:
-                raise ConfigError(f"duplicate key {k!r} in a JSON object", (str(path),))
+                raise ConfigError(f"duplicate key {k!r} in a JSON object", (where,))
             out[k] = v
         return out
 
@@ -188,14 +194,14 @@ def _load_json(path: Path) -> Any:
         return json.loads(text, object_pairs_hook=no_duplicates)
     except json.JSONDecodeError as e:
         raise ConfigError(f"invalid JSON at column {e.colno}: {e.msg}",
-                          (_where(path, e.lineno),)) from None
+                          (f"{where}:{e.lineno}",)) from None
 
 
 # YAML: the node tree is kept beside the data so that a field path maps back to a line.
 
 
 def _load_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
-    text = _read_text(path)
+    text = read_text(path)
     loader = yaml.SafeLoader(text)
     try:
         node = loader.get_single_node()
@@ -269,7 +275,7 @@ def _validate_yaml(model: type[M], data: Any, path: Path, root: yaml.Node | None
 def _read_csv(path: Path, required: tuple[str, ...], optional: tuple[str, ...] = ()
               ) -> list[tuple[int, dict[str, str]]]:
     """Rows as (line number, {column: stripped non-empty cell}), header checked."""
-    text = _read_text(path)
+    text = read_text(path)
     reader = csv.reader(io.StringIO(text), strict=True)
     expected = ",".join(required + optional)
     rows: list[tuple[int, dict[str, str]]] = []
@@ -480,9 +486,9 @@ def load_book(folder: str | Path) -> Book:
     risk, risk_root = _risk(risk_path)
     for sym in risk.instrument_limits:
         if sym not in symbols:
-            loc = ("instrument_limits", sym)
+            where = ("instrument_limits", sym)
             raise ConfigError(f"unknown symbol {sym!r}: not in {INSTRUMENTS}",
-                              (_where(risk_path, _line_of(risk_root, loc)), *loc))
+                              (_where(risk_path, _line_of(risk_root, where)), *where))
     accounts_path = folder / ACCOUNTS
     accounts = load_accounts(accounts_path)
     mandate_ids = [m.mandate_id for m in mandates]

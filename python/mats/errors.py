@@ -30,9 +30,15 @@ class MatsError(ValueError):
         return [{"loc": self.loc, "msg": self.message, "type": type(self).__name__}]
 
     def __str__(self) -> str:
-        if self.loc:
-            return f"{'.'.join(str(p) for p in self.loc)}: {self.message}"
-        return self.message
+        if not self.loc:
+            return self.message
+        path = ""
+        for part in self.loc:
+            if isinstance(part, int):
+                path += f"[{part}]"
+            else:
+                path += f".{part}" if path else str(part)
+        return f"{path}: {self.message}"
 
 
 class BookError(MatsError):

@@ -37,6 +37,18 @@ REG_T_INITIAL_MARGIN = 0.5
 LOT_EPS = 1e-9
 
 
+RULE_TEXT = {
+    codes.RESTRICTED_SYMBOL: "symbol restricted by the account's mandate",
+    codes.RESTRICTED_SECTOR: "sector restricted by the account's mandate",
+    codes.SHORT_SALE_NOT_ALLOWED: "short selling not allowed for this account",
+    codes.MAX_POSITION_PCT: "position limit, % of account NAV",
+    codes.MAX_POSITION_SHARES: "position limit, shares",
+    codes.SECTOR_CAP: "sector cap, % of account NAV",
+    codes.GROSS_LEVERAGE: "gross leverage ceiling, times NAV",
+    codes.SETTLED_CASH: "settled cash after withdrawals, reservations and cash buffer",
+    codes.BUYING_POWER: "Reg T buying power (50% initial margin)",
+}
+
 # ------------------------------------------------------------------------------ book state
 
 
@@ -63,6 +75,11 @@ class _Account:
     strategies: set[str]
     restricted_symbols: set[str]
     restricted_sectors: set[str]
+    # Gross exposure at marks, summed over positions in instrument order, and per sector: kept
+    # between calls and re-summed when positions or marks of held instruments move.
+    gross: float = 0.0
+    sector_gross: list[float] = field(default_factory=list)
+    fresh: bool = False
 
 
 @dataclass
@@ -224,6 +241,9 @@ class ReferenceEngine:
             if not (px > 0.0 and math.isfinite(px)):
                 raise BookError(f"price for {sym} must be a positive number, got {px!r}")
             self.prices[ins.idx] = px
+            for acct in self.accounts:
+                if ins.idx in acct.positions:
+                    acct.fresh = False
 
     def set_kill_switch(self, mode: KillSwitch) -> None:
         self.kill_switch = KillSwitch(mode)
@@ -242,6 +262,7 @@ class ReferenceEngine:
         if acct.positions[k] == 0:
             del acct.positions[k]
         acct.positions = dict(sorted(acct.positions.items()))
+        acct.fresh = False
         self.firm_pos[k] += s * quantity
         notional = quantity * price
         oo = acct.open_orders.get(k)
@@ -297,19 +318,31 @@ class ReferenceEngine:
 
     # -------------------------------------------------------------------- exposure measures
 
+    def _refresh_exposures(self, accounts: list[int]) -> None:
+        n_sectors = len(self.sector_ids)
+        for i in accounts:
+            acct = self.accounts[i]
+            if acct.fresh:
+                continue
+            sectors = [0.0] * n_sectors
+            gross = 0.0
+            for k, q in acct.positions.items():
+                v = abs(q) * self.prices[k]
+                gross += v
+                sectors[self.instruments[k].sector_idx] += v
+            acct.gross = gross
+            acct.sector_gross = sectors
+            acct.fresh = True
+
     def _account_exposure(self, acct: _Account, ins: _Instrument, px: float
                           ) -> tuple[float, float]:
-        """(gross of other symbols, gross of other symbols in the order's sector), live marks."""
-        gross_other = 0.0
-        sector_other = 0.0
-        for k, q in acct.positions.items():
-            if k == ins.idx:
-                continue
-            v = abs(q) * self.prices[k]
-            gross_other += v
-            if self.instruments[k].sector_idx == ins.sector_idx:
-                sector_other += v
-        return gross_other, sector_other
+        """(gross of other symbols, gross of other symbols in the order's sector), live marks.
+
+        The account's totals less the symbol's own part (totals must be fresh).
+        """
+        pos = acct.positions.get(ins.idx, 0)
+        own = abs(pos) * self.prices[ins.idx] if pos != 0 else 0.0
+        return acct.gross - own, acct.sector_gross[ins.sector_idx] - own
 
     def _caps(self, acct: _Account, ins: _Instrument, side: Side, px: float) -> _Caps:
         """Every mandate rule's room for this account in this symbol and side, at price ``px``."""
@@ -324,46 +357,48 @@ class ReferenceEngine:
         rules: list[_Rule] = []
         if ins.symbol in acct.restricted_symbols:
             rules.append(_Rule(codes.RESTRICTED_SYMBOL, 0.0, 0.0, float(e0), 1.0,
-                               f"{ins.symbol} is restricted by mandate {m.mandate_id}"))
+                               RULE_TEXT[codes.RESTRICTED_SYMBOL]))
         if ins.sector in acct.restricted_sectors:
             rules.append(_Rule(codes.RESTRICTED_SECTOR, 0.0, 0.0, float(e0), 1.0,
-                               f"sector {ins.sector} is restricted by mandate {m.mandate_id}"))
+                               RULE_TEXT[codes.RESTRICTED_SECTOR]))
         if s < 0 and (acct.cash_account or not m.allow_short):
-            why = "cash account" if acct.cash_account else f"mandate {m.mandate_id}"
             rules.append(_Rule(codes.SHORT_SALE_NOT_ALLOWED, 0.0, 0.0, float(e0), 1.0,
-                               f"short selling not allowed ({why})"))
+                               RULE_TEXT[codes.SHORT_SALE_NOT_ALLOWED]))
         if m.max_position_pct is not None:
             limit_sh = m.max_position_pct / 100.0 * nav / px
             rules.append(_Rule(codes.MAX_POSITION_PCT, limit_sh - e0, m.max_position_pct,
                                e0 * px / nav * 100.0, px / nav * 100.0,
-                               f"position limit {m.max_position_pct:g}% of NAV"))
+                               RULE_TEXT[codes.MAX_POSITION_PCT]))
         if m.max_position_shares is not None:
             rules.append(_Rule(codes.MAX_POSITION_SHARES, float(m.max_position_shares - e0),
                                float(m.max_position_shares), float(e0), 1.0,
-                               f"position limit {m.max_position_shares} shares"))
+                               RULE_TEXT[codes.MAX_POSITION_SHARES]))
         gross_other, sector_other = self._account_exposure(acct, ins, px)
         cap_pct = m.sector_caps_pct.get(ins.sector, m.default_sector_cap_pct)
         if cap_pct is not None:
             room = (cap_pct / 100.0 * nav - sector_other) / px - e0
             rules.append(_Rule(codes.SECTOR_CAP, room, cap_pct,
                                (sector_other + e0 * px) / nav * 100.0, px / nav * 100.0,
-                               f"sector {ins.sector} cap {cap_pct:g}% of NAV"))
+                               RULE_TEXT[codes.SECTOR_CAP]))
         lev = m.max_gross_leverage
         room = (lev * nav - gross_other) / px - e0
         rules.append(_Rule(codes.GROSS_LEVERAGE, room, lev, (gross_other + e0 * px) / nav,
-                           px / nav, f"gross leverage ceiling {lev:g}x NAV"))
+                           px / nav, RULE_TEXT[codes.GROSS_LEVERAGE]))
         buffer = m.cash_buffer_pct / 100.0 * nav
         if acct.cash_account:
-            funds = acct.settled_cash - acct.pending_withdrawals - acct.reserved_cash - buffer
-            rules.append(_Rule(codes.SETTLED_CASH, funds / px, funds, 0.0, px,
-                               "settled cash after withdrawals, reservations and cash buffer"))
+            # a cash account never adds on the sell side (no shorts), so cash binds buys only
+            if s > 0:
+                funds = (acct.settled_cash - acct.pending_withdrawals - acct.reserved_cash
+                         - buffer)
+                rules.append(_Rule(codes.SETTLED_CASH, funds / px, funds, 0.0, px,
+                                   RULE_TEXT[codes.SETTLED_CASH]))
         else:
             im = REG_T_INITIAL_MARGIN * (gross_other + abs(pos) * px)
             excess = (nav - acct.pending_withdrawals - buffer - im
                       - REG_T_INITIAL_MARGIN * acct.reserved_cash)
             bp = excess / REG_T_INITIAL_MARGIN
             rules.append(_Rule(codes.BUYING_POWER, bp / px, bp, 0.0, px,
-                               "Reg T buying power (50% initial margin)"))
+                               RULE_TEXT[codes.BUYING_POWER]))
         return _Caps(reducing, rules)
 
     # ------------------------------------------------------------------------- allocation
@@ -407,10 +442,8 @@ class ReferenceEngine:
                 if acct.cash_account:
                     w = acct.settled_cash - acct.pending_withdrawals - acct.reserved_cash
                 else:
-                    gross = 0.0
-                    for k, q in acct.positions.items():
-                        gross += abs(q) * self.prices[k]
-                    w = acct.net_liq - acct.pending_withdrawals - REG_T_INITIAL_MARGIN * gross
+                    w = (acct.net_liq - acct.pending_withdrawals
+                         - REG_T_INITIAL_MARGIN * acct.gross)
             elif method is AllocationMethod.EQUAL:
                 w = 1.0
             elif params is not None:
@@ -653,6 +686,7 @@ class ReferenceEngine:
                     raise OrderError(f"order {order.order_id}: shares[{a}] = {q} is not a whole "
                                      f"number of lots of {lot}")
         eligible = self._eligible(order)
+        self._refresh_exposures(eligible)
         px = order.reference_price
         live = self.prices[ins.idx]
         has_live = not math.isnan(live)
@@ -693,7 +727,7 @@ class ReferenceEngine:
                 failing = self._layer2(order, ins, eligible, lines, live)
                 if not failing:
                     break
-                for j, (caps, broken) in failing.items():
+                for j, (_caps, broken) in failing.items():
                     breaches.setdefault(j, broken)
                 if order.on_lot_failure is LotFailurePolicy.REJECT_BLOCK:
                     break
@@ -735,6 +769,10 @@ class ReferenceEngine:
         decision["unplaced_quantity"] = requested - placed if requested > placed else 0
         if rejected:
             decision["stage"] = "l2"
+            return decision
+        if placed == 0:
+            # every account is capped at nothing (or its lots failed): no order to send
+            decision["stage"] = "allocation"
             return decision
         decision["status"] = "accepted"
         if commit:

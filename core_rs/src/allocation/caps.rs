@@ -5,7 +5,9 @@
 //! reducing part plus the smallest of those caps. The same function serves allocation (at the
 //! block's reference price) and layer-2 risk (at the live price).
 
-use crate::book::{Account, Book, Instrument, Mandate};
+use std::borrow::Cow;
+
+use crate::book::{Account, Book};
 use crate::codes::Code;
 use crate::decision::Check;
 use crate::domain::Side;
@@ -23,12 +25,13 @@ pub fn floor_lots(shares: f64, lot: i64) -> i64 {
     if shares == f64::INFINITY {
         return MAX_LOTS;
     }
-    let v = (shares / lot as f64 + LOT_EPS).floor();
-    if v <= 0.0 {
+    let v = shares / lot as f64 + LOT_EPS;
+    if v < 1.0 {
         0
     } else if v >= MAX_LOTS as f64 {
         MAX_LOTS
     } else {
+        // positive: truncation is the floor (and avoids a libm call on baseline x86-64)
         v as i64
     }
 }
@@ -97,13 +100,13 @@ impl Caps {
     }
 
     /// The rule as a reported check, its measure evaluated for an order of `qty` shares.
-    pub fn check_of(&self, rule: &Rule, qty: f64, ins: &Instrument, mandate: &Mandate) -> Check {
-        rule_check(self.reducing, rule, qty, ins, mandate)
+    pub fn check_of(&self, rule: &Rule, qty: f64) -> Check {
+        rule_check(self.reducing, rule, qty)
     }
 }
 
 /// A rule as a reported check for an account whose trade has `reducing` reducing shares.
-pub fn rule_check(reducing: i64, rule: &Rule, qty: f64, ins: &Instrument, m: &Mandate) -> Check {
+pub fn rule_check(reducing: i64, rule: &Rule, qty: f64) -> Check {
     let mut added = qty - reducing as f64;
     if added < 0.0 {
         added = 0.0;
@@ -115,53 +118,45 @@ pub fn rule_check(reducing: i64, rule: &Rule, qty: f64, ins: &Instrument, m: &Ma
         limit: Some(rule.limit),
         value: Some(value),
         cap: Some(cap),
-        message: rule_message(rule, ins, m),
+        message: Cow::Borrowed(rule_message(rule)),
     }
 }
 
-fn rule_message(rule: &Rule, ins: &Instrument, m: &Mandate) -> String {
+/// Static text per rule: the numbers are in the check's fields, the account on its line.
+fn rule_message(rule: &Rule) -> &'static str {
     match rule.code {
-        Code::RestrictedSymbol => {
-            format!("{} is restricted by mandate {}", ins.symbol, m.mandate_id)
-        }
-        Code::RestrictedSector => {
-            format!("sector {} is restricted by mandate {}", ins.sector, m.mandate_id)
-        }
-        Code::ShortSaleNotAllowed => "short selling not allowed by the account or mandate".into(),
-        Code::MaxPositionPct => format!("position limit {}% of NAV", rule.limit),
-        Code::MaxPositionShares => format!("position limit {} shares", rule.limit),
-        Code::SectorCap => format!("sector {} cap {}% of NAV", ins.sector, rule.limit),
-        Code::GrossLeverage => format!("gross leverage ceiling {}x NAV", rule.limit),
-        Code::SettledCash => "settled cash after withdrawals, reservations and cash buffer".into(),
-        Code::BuyingPower => "Reg T buying power (50% initial margin)".into(),
-        other => other.as_str().to_owned(),
+        Code::RestrictedSymbol => "symbol restricted by the account's mandate",
+        Code::RestrictedSector => "sector restricted by the account's mandate",
+        Code::ShortSaleNotAllowed => "short selling not allowed for this account",
+        Code::MaxPositionPct => "position limit, % of account NAV",
+        Code::MaxPositionShares => "position limit, shares",
+        Code::SectorCap => "sector cap, % of account NAV",
+        Code::GrossLeverage => "gross leverage ceiling, times NAV",
+        Code::SettledCash => "settled cash after withdrawals, reservations and cash buffer",
+        Code::BuyingPower => "Reg T buying power (50% initial margin)",
+        other => other.as_str(),
     }
 }
 
 /// Gross exposure of the account's other symbols, and of those in the order's sector, at marks.
-fn other_exposure(book: &Book, acct: &Account, k: usize, sector: usize) -> (f64, f64) {
-    let mut gross_other = 0.0;
-    let mut sector_other = 0.0;
-    for &(j, q) in &acct.positions {
-        if j == k {
-            continue;
-        }
-        let v = q.abs() as f64 * book.prices[j];
-        gross_other += v;
-        if book.instruments[j].sector_idx == sector {
-            sector_other += v;
-        }
-    }
-    (gross_other, sector_other)
+/// Uses the account's cached totals (see `Book::refresh_exposures`) less the symbol's own part.
+fn other_exposure(book: &Book, acct: &Account, k: usize, pos: i64, sector: usize) -> (f64, f64) {
+    let own = if pos != 0 { pos.abs() as f64 * book.prices[k] } else { 0.0 };
+    (acct.gross - own, acct.sector_gross[sector] - own)
 }
 
 /// Every mandate rule's room for `acct` trading instrument `k` on `side` at price `px`.
+/// The account's exposure totals must be fresh (`Book::refresh_exposures`).
 pub fn account_caps(book: &Book, acct: &Account, k: usize, side: Side, px: f64) -> Caps {
     let ins = &book.instruments[k];
     let m = &book.mandates[acct.mandate];
     let s = side.sign();
     let pos = acct.position(k);
-    let eff = acct.effective_position(k, side);
+    let eff = match (side, acct.open(k)) {
+        (Side::Buy, Some(o)) => pos + o.buy,
+        (Side::Sell, Some(o)) => pos - o.sell,
+        (_, None) => pos,
+    };
     let reducing = if -s * eff > 0 { -s * eff } else { 0 };
     let e0 = if s * eff > 0 { s * eff } else { 0 };
     let e0f = e0 as f64;
@@ -213,7 +208,7 @@ pub fn account_caps(book: &Book, acct: &Account, k: usize, side: Side, px: f64) 
             per_share: 1.0,
         });
     }
-    let (gross_other, sector_other) = other_exposure(book, acct, k, ins.sector_idx);
+    let (gross_other, sector_other) = other_exposure(book, acct, k, pos, ins.sector_idx);
     if let Some(cap_pct) = m.sector_cap(ins.sector_idx) {
         let room = (cap_pct / 100.0 * nav - sector_other) / px - e0f;
         caps.push(Rule {
@@ -234,6 +229,10 @@ pub fn account_caps(book: &Book, acct: &Account, k: usize, side: Side, px: f64) 
     });
     let buffer = m.cash_buffer_pct / 100.0 * nav;
     if acct.cash_account {
+        // a cash account never adds on the sell side (no shorts), so cash binds buys only
+        if s < 0 {
+            return caps;
+        }
         let funds = acct.settled_cash - acct.pending_withdrawals - acct.reserved_cash - buffer;
         caps.push(Rule {
             code: Code::SettledCash,

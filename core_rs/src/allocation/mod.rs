@@ -83,11 +83,7 @@ pub fn weights(
                 if acct.cash_account {
                     acct.settled_cash - acct.pending_withdrawals - acct.reserved_cash
                 } else {
-                    let mut gross = 0.0;
-                    for &(j, q) in &acct.positions {
-                        gross += q.abs() as f64 * book.prices[j];
-                    }
-                    acct.net_liq - acct.pending_withdrawals - REG_T_INITIAL_MARGIN * gross
+                    acct.net_liq - acct.pending_withdrawals - REG_T_INITIAL_MARGIN * acct.gross
                 }
             }
             AllocationMethod::Equal => 1.0,
@@ -145,10 +141,12 @@ pub fn allocate(
                 b = Some(Bound::Own);
             }
         }
-        if let Some((f, check)) = forced.get(&j) {
-            if *f <= c {
-                c = *f;
-                b = Some(Bound::Fixed(check.clone()));
+        if !forced.is_empty() {
+            if let Some((f, check)) = forced.get(&j) {
+                if *f <= c {
+                    c = *f;
+                    b = Some(Bound::Fixed(check.clone()));
+                }
             }
         }
         caps_lots[j] = c;
@@ -187,7 +185,7 @@ pub fn allocate(
                     Code::MinTradeSize,
                     Some(mtv),
                     Some((split.qty[j] * lot) as f64 * px),
-                    "below the mandate's minimum trade value".into(),
+                    "below the mandate's minimum trade value",
                 );
                 check.cap = Some(0.0);
                 bound[j] = Some(Bound::Fixed(check));
@@ -198,19 +196,14 @@ pub fn allocate(
         }
     };
     let mut out = Vec::with_capacity(n);
-    for (j, &i) in eligible.iter().enumerate() {
-        let acct = &book.accounts[i];
+    for j in 0..n {
         let mut binding = None;
         if split.capped[j] || excluded[j] {
             binding = match &bound[j] {
                 Some(Bound::Fixed(c)) => Some(c.clone()),
-                Some(Bound::Rule(reducing, rule)) => Some(rule_check(
-                    *reducing,
-                    rule,
-                    split.want[j] * lot as f64,
-                    ins,
-                    book.mandate_of(acct),
-                )),
+                Some(Bound::Rule(reducing, rule)) => {
+                    Some(rule_check(*reducing, rule, split.want[j] * lot as f64))
+                }
                 Some(Bound::Own) | None => None,
             };
         }

@@ -26,9 +26,6 @@ pub fn waterfill(q_lots: i64, weights: &[f64], caps: &[i64], excluded: &[bool]) 
     let mut out =
         Split { qty: vec![0; n], ideal: vec![0.0; n], want: vec![0.0; n], capped: vec![false; n] };
     let live: Vec<usize> = (0..n).filter(|&j| !excluded[j] && weights[j] > 0.0).collect();
-    let mut order = live.clone();
-    let ratio = |j: usize| caps[j] as f64 / weights[j];
-    order.sort_unstable_by(|&a, &b| ratio(a).total_cmp(&ratio(b)).then(a.cmp(&b)));
     let mut rem_q = q_lots as f64;
     let mut rem_w = 0.0;
     let mut cap_total: i64 = 0;
@@ -38,6 +35,18 @@ pub fn waterfill(q_lots: i64, weights: &[f64], caps: &[i64], excluded: &[bool]) 
     for &j in &live {
         cap_total += caps[j];
     }
+    // Sweep order: cap/weight ascending, then book order. When no account's first pro-rata share
+    // reaches its cap the sweep would stop at its first account, so the order does not matter
+    // and the sort is skipped (same result, computed with the same expression).
+    let any_capped = live.iter().any(|&j| rem_q * weights[j] / rem_w >= caps[j] as f64);
+    let order: Vec<usize> = if any_capped {
+        let mut keyed: Vec<(f64, usize)> =
+            live.iter().map(|&j| (caps[j] as f64 / weights[j], j)).collect();
+        keyed.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        keyed.into_iter().map(|(_, j)| j).collect()
+    } else {
+        live.clone()
+    };
     let target = if q_lots < cap_total { q_lots } else { cap_total };
     let mut k = 0;
     while k < order.len() {
@@ -60,7 +69,8 @@ pub fn waterfill(q_lots: i64, weights: &[f64], caps: &[i64], excluded: &[bool]) 
     }
     let mut floored: i64 = 0;
     for &j in &live {
-        let mut f = out.ideal[j].floor() as i64;
+        // ideals are non-negative, so truncation is the floor
+        let mut f = out.ideal[j] as i64;
         if f > caps[j] {
             f = caps[j];
         }
@@ -68,15 +78,26 @@ pub fn waterfill(q_lots: i64, weights: &[f64], caps: &[i64], excluded: &[bool]) 
         floored += f;
     }
     let mut left = target - floored;
-    let frac = |ideal: &[f64], j: usize| ideal[j] - ideal[j].floor();
+    let frac = |ideal: &[f64], j: usize| ideal[j] - (ideal[j] as i64) as f64;
     if left > 0 {
-        let mut cand: Vec<usize> = live.iter().copied().filter(|&j| out.qty[j] < caps[j]).collect();
-        cand.sort_unstable_by(|&a, &b| {
-            frac(&out.ideal, b)
-                .total_cmp(&frac(&out.ideal, a))
-                .then(weights[b].total_cmp(&weights[a]))
-                .then(a.cmp(&b))
-        });
+        let mut keyed: Vec<(f64, f64, usize)> = live
+            .iter()
+            .copied()
+            .filter(|&j| out.qty[j] < caps[j])
+            .map(|j| (frac(&out.ideal, j), weights[j], j))
+            .collect();
+        let by_rank = |a: &(f64, f64, usize), b: &(f64, f64, usize)| {
+            b.0.total_cmp(&a.0).then(b.1.total_cmp(&a.1)).then(a.2.cmp(&b.2))
+        };
+        // Only the first `left` in rank order get a lot (one round, the usual case): select
+        // them in linear time and sort just those.
+        if (left as usize) < keyed.len() {
+            let cut = left as usize;
+            keyed.select_nth_unstable_by(cut, by_rank);
+            keyed.truncate(cut);
+        }
+        keyed.sort_unstable_by(by_rank);
+        let mut cand: Vec<usize> = keyed.into_iter().map(|k| k.2).collect();
         while left > 0 && !cand.is_empty() {
             let mut next = Vec::new();
             for &j in &cand {

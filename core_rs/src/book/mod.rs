@@ -65,6 +65,12 @@ pub struct Account {
     pub positions: Vec<(usize, i64)>,
     pub open_orders: Vec<(usize, OpenOrders)>,
     pub strategies: Vec<String>,
+    /// Gross exposure at marks, summed over positions in instrument order (cached).
+    pub gross: f64,
+    /// Gross exposure at marks per sector index (cached).
+    pub sector_gross: Vec<f64>,
+    /// False when positions or marks of held instruments changed since the totals were summed.
+    pub exposure_fresh: bool,
 }
 
 impl Account {
@@ -89,20 +95,38 @@ impl Account {
     }
 
     /// Adds `delta` shares to the position in instrument `k`, keeping the list sorted.
-    fn add_position(&mut self, k: usize, delta: i64) {
+    /// Returns true when the account did not hold `k` before.
+    fn add_position(&mut self, k: usize, delta: i64) -> bool {
+        self.exposure_fresh = false;
         match self.positions.binary_search_by_key(&k, |p| p.0) {
             Ok(i) => {
                 self.positions[i].1 += delta;
                 if self.positions[i].1 == 0 {
                     self.positions.remove(i);
                 }
+                false
             }
             Err(i) => {
                 if delta != 0 {
                     self.positions.insert(i, (k, delta));
                 }
+                delta != 0
             }
         }
+    }
+
+    /// Sums gross exposure at `prices`, in instrument order, in total and per sector.
+    fn sum_exposure(&mut self, prices: &[f64], instruments: &[Instrument], n_sectors: usize) {
+        self.sector_gross.clear();
+        self.sector_gross.resize(n_sectors, 0.0);
+        let mut gross = 0.0;
+        for &(j, q) in &self.positions {
+            let v = q.abs() as f64 * prices[j];
+            gross += v;
+            self.sector_gross[instruments[j].sector_idx] += v;
+        }
+        self.gross = gross;
+        self.exposure_fresh = true;
     }
 
     /// Working quantity of `k` on the order's side: positions plus open buys for a buy, minus
@@ -171,6 +195,12 @@ pub struct Book {
     pub risk: RiskConfig,
     pub restricted_firm: Vec<bool>,
     pub kill_switch: KillSwitch,
+    /// Accounts following each strategy, in book order; rebuilt after an account changes.
+    followers: HashMap<String, Vec<usize>>,
+    /// Accounts that have held each instrument (a tick marks their exposure stale).
+    holders: Vec<Vec<usize>>,
+    /// Sum of the accounts' net liquidation, in book order.
+    pub firm_nav: f64,
 }
 
 fn positive(v: f64) -> bool {
@@ -196,6 +226,9 @@ impl Book {
             risk: input.risk.clone(),
             restricted_firm: Vec::new(),
             kill_switch: input.risk.kill_switch,
+            followers: HashMap::new(),
+            holders: Vec::new(),
+            firm_nav: 0.0,
         };
         for (i, ins) in input.instruments.iter().enumerate() {
             book.add_instrument(ins).map_err(|e| {
@@ -205,6 +238,7 @@ impl Book {
         }
         book.prices = vec![f64::NAN; book.instruments.len()];
         book.firm_pos = vec![0; book.instruments.len()];
+        book.holders = vec![Vec::new(); book.instruments.len()];
         for (sym, px) in &input.prices {
             let k = book.symbol(sym).map_err(|_| {
                 CoreError::book(format!("unknown symbol {sym:?}")).at(["prices", sym.as_str()])
@@ -422,9 +456,21 @@ impl Book {
             positions,
             open_orders,
             strategies: a.strategies.clone(),
+            gross: 0.0,
+            sector_gross: Vec::new(),
+            exposure_fresh: false,
         };
         for &(k, q) in &account.positions {
             self.firm_pos[k] += q;
+        }
+        self.followers.clear();
+        let existing = self.account_idx.get(id).copied();
+        let slot = existing.unwrap_or(self.accounts.len());
+        for &(k, _) in &account.positions {
+            // a new account cannot be listed yet; only a replaced one needs the look-up
+            if existing.is_none() || !self.holders[k].contains(&slot) {
+                self.holders[k].push(slot);
+            }
         }
         match self.account_idx.get(id) {
             Some(&i) => {
@@ -438,7 +484,39 @@ impl Book {
                 self.accounts.push(account);
             }
         }
+        let mut nav = 0.0;
+        for a in &self.accounts {
+            nav += a.net_liq;
+        }
+        self.firm_nav = nav;
         Ok(())
+    }
+
+    /// Re-sums the exposure totals of the given accounts where positions or marks moved.
+    pub fn refresh_exposures(&mut self, accounts: &[usize]) {
+        let n_sectors = self.sectors.len();
+        for &i in accounts {
+            let a = &mut self.accounts[i];
+            if !a.exposure_fresh {
+                a.sum_exposure(&self.prices, &self.instruments, n_sectors);
+            }
+        }
+    }
+
+    /// Indexes of the accounts that follow `strategy`, in book order.
+    pub fn followers(&mut self, strategy: &str) -> Vec<usize> {
+        if let Some(v) = self.followers.get(strategy) {
+            return v.clone();
+        }
+        let v: Vec<usize> = self
+            .accounts
+            .iter()
+            .enumerate()
+            .filter(|(_, a)| a.strategies.iter().any(|s| s == strategy))
+            .map(|(i, _)| i)
+            .collect();
+        self.followers.insert(strategy.to_owned(), v.clone());
+        v
     }
 
     pub fn update_price(&mut self, sym: &str, px: f64) -> CoreResult<()> {
@@ -450,7 +528,12 @@ impl Book {
         if !positive(px) {
             return Err(CoreError::order(format!("price for {sym} must be positive, got {px}")));
         }
-        self.prices[k] = px;
+        if self.prices[k] != px {
+            self.prices[k] = px;
+            for &i in &self.holders[k] {
+                self.accounts[i].exposure_fresh = false;
+            }
+        }
         Ok(())
     }
 
@@ -473,7 +556,9 @@ impl Book {
         }
         let s = side.sign();
         let acct = &mut self.accounts[i];
-        acct.add_position(k, s * qty);
+        if acct.add_position(k, s * qty) && !self.holders[k].contains(&i) {
+            self.holders[k].push(i);
+        }
         self.firm_pos[k] += s * qty;
         let notional = qty as f64 * price;
         match side {

@@ -25,7 +25,7 @@ impl Engine {
         self.book.kill_switch = mode;
     }
 
-    fn eligible(&self, order: &BlockOrder) -> CoreResult<Vec<usize>> {
+    fn eligible(&mut self, order: &BlockOrder) -> CoreResult<Vec<usize>> {
         match &order.accounts {
             Some(list) => {
                 let mut out = Vec::with_capacity(list.len());
@@ -40,14 +40,7 @@ impl Engine {
                 out.dedup();
                 Ok(out)
             }
-            None => Ok(self
-                .book
-                .accounts
-                .iter()
-                .enumerate()
-                .filter(|(_, a)| a.strategies.iter().any(|s| s == &order.strategy))
-                .map(|(i, _)| i)
-                .collect()),
+            None => Ok(self.book.followers(&order.strategy)),
         }
     }
 
@@ -83,6 +76,7 @@ impl Engine {
             }
         }
         let eligible = self.eligible(order)?;
+        self.book.refresh_exposures(&eligible);
         let px = order.reference_price;
         let live = self.book.prices[k];
         let has_live = !live.is_nan();
@@ -169,7 +163,7 @@ impl Engine {
                             Code::L2Dropped,
                             Some(0.0),
                             Some(0.0),
-                            "lot dropped: failed layer-2 risk at live price".into(),
+                            "lot dropped: failed layer-2 risk at live price",
                         );
                         c.cap = Some(0.0);
                         forced.insert(f.j, (0, c));
@@ -178,8 +172,7 @@ impl Engine {
                         let smaller = forced.get(&f.j).is_none_or(|prev| c < prev.0);
                         if smaller {
                             let check = f.broken.into_iter().next().unwrap_or_else(|| {
-                                let mut c2 =
-                                    Check::new(Code::L2Reduced, None, None, "reduced".into());
+                                let mut c2 = Check::new(Code::L2Reduced, None, None, "reduced");
                                 c2.cap = Some((c * lot) as f64);
                                 c2
                             });
@@ -229,6 +222,12 @@ impl Engine {
         decision.unplaced_quantity = if requested > placed { requested - placed } else { 0 };
         if rejected {
             decision.stage = Some(Stage::L2);
+            decision.lines = lines;
+            return Ok(decision);
+        }
+        if placed == 0 {
+            // Every account is capped at nothing (or its lots failed): there is no order to send.
+            decision.stage = Some(Stage::Allocation);
             decision.lines = lines;
             return Ok(decision);
         }

@@ -226,6 +226,7 @@ impl Decision {
     fn stage(&self) -> Option<&'static str> {
         self.inner.stage.map(|s| match s {
             crate::decision::Stage::L1 => "l1",
+            crate::decision::Stage::Allocation => "allocation",
             crate::decision::Stage::L2 => "l2",
         })
     }

@@ -2,7 +2,7 @@
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::PyTuple;
+use pyo3::types::{PyString, PyTuple};
 
 use crate::errors::{CoreError, ErrorKind};
 
@@ -13,7 +13,16 @@ pub fn to_py(py: Python<'_>, err: CoreError) -> PyErr {
     };
     let build = || -> PyResult<PyErr> {
         let cls = py.import("mats.errors")?.getattr(name)?;
-        let loc = PyTuple::new(py, &err.loc)?;
+        // list positions become ints, as in pydantic's error locations
+        let parts: Vec<Py<PyAny>> = err
+            .loc
+            .iter()
+            .map(|p| match p.parse::<usize>() {
+                Ok(n) => n.into_pyobject(py).map(|o| o.into_any().unbind()).map_err(PyErr::from),
+                Err(_) => Ok(PyString::new(py, p).into_any().unbind()),
+            })
+            .collect::<PyResult<_>>()?;
+        let loc = PyTuple::new(py, parts)?;
         let exc = cls.call1((err.message.clone(), loc))?;
         Ok(PyErr::from_value(exc))
     };

@@ -42,11 +42,7 @@ fn firm_measures(book: &Book, k: usize, px: f64) -> FirmMeasures {
             sector += v.abs();
         }
     }
-    let mut nav = 0.0;
-    for a in &book.accounts {
-        nav += a.net_liq;
-    }
-    FirmMeasures { gross, net, sector, beta, nav }
+    FirmMeasures { gross, net, sector, beta, nav: book.firm_nav }
 }
 
 /// Every firm rule the block of `qty` shares breaks; records the order for duplicate and
@@ -71,13 +67,13 @@ pub fn layer1(
             Code::KillSwitchHalted,
             None,
             None,
-            "trading is halted by the kill switch".into(),
+            "trading is halted by the kill switch",
         )),
         KillSwitch::Reducing if !reducing => out.push(Check::new(
             Code::KillSwitchReducing,
             Some(firm_q.abs() as f64),
             Some((firm_q + s * qty).abs() as f64),
-            "kill switch allows only orders that reduce the firm's position".into(),
+            "kill switch allows only orders that reduce the firm's position",
         )),
         _ => {}
     }
@@ -140,7 +136,7 @@ pub fn layer1(
                     Code::MaxOrderQuantity,
                     Some(l.max_quantity as f64),
                     Some(qty as f64),
-                    "block quantity above the instrument limit".into(),
+                    "block quantity above the instrument limit",
                 ));
             }
             if notional > l.max_notional {
@@ -148,7 +144,7 @@ pub fn layer1(
                     Code::MaxOrderNotional,
                     Some(l.max_notional),
                     Some(notional),
-                    "block notional above the instrument limit".into(),
+                    "block notional above the instrument limit",
                 ));
             }
         }
@@ -160,7 +156,7 @@ pub fn layer1(
                 Code::PriceCollar,
                 Some(r.price_collar_pct),
                 Some(dev),
-                "limit price outside the collar around the reference price".into(),
+                "limit price outside the collar around the reference price",
             ));
         }
         let ticks = lp / ins.tick;
@@ -192,7 +188,7 @@ pub fn layer1(
                 Code::FirmGrossExposure,
                 Some(lim),
                 Some(after),
-                "firm gross exposure after the block".into(),
+                "firm gross exposure after the block",
             ));
         }
     }
@@ -203,7 +199,7 @@ pub fn layer1(
                 Code::FirmNetExposure,
                 Some(lim),
                 Some(after),
-                "firm net exposure after the block".into(),
+                "firm net exposure after the block",
             ));
         }
     }
@@ -229,7 +225,7 @@ pub fn layer1(
                 Code::FirmBetaDelta,
                 Some(lim),
                 Some(after),
-                "firm beta-weighted net delta after the block".into(),
+                "firm beta-weighted net delta after the block",
             ));
         }
     }

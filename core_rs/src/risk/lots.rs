@@ -36,12 +36,11 @@ pub fn layer2(
         if q / lot <= floor_lots(caps.cap_shares(), lot) {
             continue;
         }
-        let mandate = book.mandate_of(acct);
         let mut broken = Vec::new();
         for rule in caps.rules() {
             let allowed = caps.reducing as f64 + if rule.e_cap > 0.0 { rule.e_cap } else { 0.0 };
             if q / lot > floor_lots(allowed, lot) {
-                broken.push(caps.check_of(rule, q as f64, ins, mandate));
+                broken.push(caps.check_of(rule, q as f64));
             }
         }
         out.push(LotFailure { j, caps, broken });
