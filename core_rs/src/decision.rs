@@ -2,6 +2,7 @@
 //! it, the layer-2 verdict per lot, and the totals.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -48,7 +49,7 @@ pub enum LineStatus {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Line {
-    pub account_id: String,
+    pub account_id: Arc<str>,
     /// The method's weight for the account (net liquidation, ratio, gap in shares, ...).
     pub weight: f64,
     /// Unconstrained pro-rata share, in shares.

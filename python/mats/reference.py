@@ -542,20 +542,32 @@ class ReferenceEngine:
     # --------------------------------------------------------------------------- risk
 
     def _firm_measures(self, ins: _Instrument, px: float) -> dict[str, float]:
+        """Firm exposure on its net position per instrument, the order's symbol marked at px.
+
+        Totals at marks are summed in instrument order, then the order's instrument is taken
+        out at its mark and put back at ``px``.
+        """
         gross = 0.0
         net = 0.0
-        sector = 0.0
         beta = 0.0
+        sectors = [0.0] * len(self.sector_ids)
         for k, q in enumerate(self.firm_pos):
             if q == 0:
                 continue
-            mark = px if k == ins.idx else self.prices[k]
-            v = q * mark
+            v = q * self.prices[k]
             gross += abs(v)
             net += v
             beta += v * self.instruments[k].beta
-            if self.instruments[k].sector_idx == ins.sector_idx:
-                sector += abs(v)
+            sectors[self.instruments[k].sector_idx] += abs(v)
+        sector = sectors[ins.sector_idx]
+        q = self.firm_pos[ins.idx]
+        if q != 0:
+            at_mark = q * self.prices[ins.idx]
+            at_px = q * px
+            gross = gross - abs(at_mark) + abs(at_px)
+            net = net - at_mark + at_px
+            sector = sector - abs(at_mark) + abs(at_px)
+            beta = beta - at_mark * ins.beta + at_px * ins.beta
         nav = 0.0
         for a in self.accounts:
             nav += a.net_liq

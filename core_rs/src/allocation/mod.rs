@@ -4,7 +4,7 @@
 pub mod caps;
 pub mod waterfill;
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 
 use crate::book::Book;
 use crate::codes::Code;
@@ -50,13 +50,13 @@ pub fn weights(
         let map: HashMap<&str, f64> = list.iter().map(|(a, v)| (a.as_str(), *v)).collect();
         let mut matched = 0;
         for &i in eligible {
-            if map.contains_key(book.accounts[i].account_id.as_str()) {
+            if map.contains_key(book.accounts[i].account_id.as_ref()) {
                 matched += 1;
             }
         }
         if matched != map.len() {
-            let known: std::collections::HashSet<&str> =
-                eligible.iter().map(|&i| book.accounts[i].account_id.as_str()).collect();
+            let known: rustc_hash::FxHashSet<&str> =
+                eligible.iter().map(|&i| book.accounts[i].account_id.as_ref()).collect();
             let (bad, _) =
                 list.iter().find(|(a, _)| !known.contains(a.as_str())).expect("unmatched");
             let field = match order.method {
@@ -90,7 +90,7 @@ pub fn weights(
             AllocationMethod::Ratios | AllocationMethod::Percent | AllocationMethod::Shares => {
                 let w = params
                     .as_ref()
-                    .and_then(|p| p.get(acct.account_id.as_str()).copied())
+                    .and_then(|p| p.get(acct.account_id.as_ref()).copied())
                     .unwrap_or(0.0);
                 if order.method == AllocationMethod::Shares {
                     cap = Some(w as i64);

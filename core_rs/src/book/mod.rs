@@ -2,7 +2,9 @@
 //! position, live marks, and the firm's net position per instrument. Loaded once at start of day
 //! and then updated incrementally (account upserts, fills, price ticks).
 
-use std::collections::HashMap;
+use std::sync::Arc;
+
+use rustc_hash::FxHashMap as HashMap;
 
 use crate::domain::{
     AccountIn, AccountType, BookIn, InstrumentIn, KillSwitch, MandateIn, RiskConfig, Side,
@@ -53,7 +55,7 @@ pub struct OpenOrders {
 
 #[derive(Debug, Clone)]
 pub struct Account {
-    pub account_id: String,
+    pub account_id: Arc<str>,
     pub cash_account: bool,
     pub mandate: usize,
     pub net_liq: f64,
@@ -178,6 +180,16 @@ impl Account {
     }
 }
 
+/// The firm's exposure totals at marks, on its net position per instrument.
+#[derive(Debug, Clone, Default)]
+pub struct FirmTotals {
+    pub gross: f64,
+    pub net: f64,
+    pub beta: f64,
+    /// Gross per sector index.
+    pub sector: Vec<f64>,
+}
+
 /// Instruments, mandates, accounts, marks and firm limits.
 #[derive(Debug, Clone)]
 pub struct Book {
@@ -201,6 +213,8 @@ pub struct Book {
     holders: Vec<Vec<usize>>,
     /// Sum of the accounts' net liquidation, in book order.
     pub firm_nav: f64,
+    /// Firm totals, summed in instrument order; None after a fill, tick or account change.
+    firm_totals: Option<FirmTotals>,
 }
 
 fn positive(v: f64) -> bool {
@@ -215,20 +229,21 @@ impl Book {
     pub fn load(input: BookIn) -> CoreResult<Self> {
         let mut book = Book {
             instruments: Vec::with_capacity(input.instruments.len()),
-            by_symbol: HashMap::new(),
-            sectors: HashMap::new(),
+            by_symbol: HashMap::default(),
+            sectors: HashMap::default(),
             mandates: Vec::new(),
-            mandate_idx: HashMap::new(),
+            mandate_idx: HashMap::default(),
             accounts: Vec::with_capacity(input.accounts.len()),
-            account_idx: HashMap::new(),
+            account_idx: HashMap::default(),
             prices: Vec::new(),
             firm_pos: Vec::new(),
             risk: input.risk.clone(),
             restricted_firm: Vec::new(),
             kill_switch: input.risk.kill_switch,
-            followers: HashMap::new(),
+            followers: HashMap::default(),
             holders: Vec::new(),
             firm_nav: 0.0,
+            firm_totals: None,
         };
         for (i, ins) in input.instruments.iter().enumerate() {
             book.add_instrument(ins).map_err(|e| {
@@ -445,7 +460,7 @@ impl Book {
             ));
         }
         let account = Account {
-            account_id: id.clone(),
+            account_id: Arc::from(id.as_str()),
             cash_account,
             mandate,
             net_liq: a.net_liq,
@@ -464,6 +479,7 @@ impl Book {
             self.firm_pos[k] += q;
         }
         self.followers.clear();
+        self.firm_totals = None;
         let existing = self.account_idx.get(id).copied();
         let slot = existing.unwrap_or(self.accounts.len());
         for &(k, _) in &account.positions {
@@ -490,6 +506,31 @@ impl Book {
         }
         self.firm_nav = nav;
         Ok(())
+    }
+
+    /// Re-sums the firm's totals if a fill, tick or account change made them stale.
+    pub fn refresh_firm_totals(&mut self) {
+        if self.firm_totals.is_some() {
+            return;
+        }
+        let mut t = FirmTotals { sector: vec![0.0; self.sectors.len()], ..FirmTotals::default() };
+        for (j, &q) in self.firm_pos.iter().enumerate() {
+            if q == 0 {
+                continue;
+            }
+            let ins = &self.instruments[j];
+            let v = q as f64 * self.prices[j];
+            t.gross += v.abs();
+            t.net += v;
+            t.beta += v * ins.beta;
+            t.sector[ins.sector_idx] += v.abs();
+        }
+        self.firm_totals = Some(t);
+    }
+
+    /// The firm's totals; `refresh_firm_totals` must have run since the last change.
+    pub fn firm_totals(&self) -> &FirmTotals {
+        self.firm_totals.as_ref().expect("firm totals refreshed before use")
     }
 
     /// Re-sums the exposure totals of the given accounts where positions or marks moved.
@@ -530,6 +571,7 @@ impl Book {
         }
         if self.prices[k] != px {
             self.prices[k] = px;
+            self.firm_totals = None;
             for &i in &self.holders[k] {
                 self.accounts[i].exposure_fresh = false;
             }
@@ -554,6 +596,7 @@ impl Book {
         if self.prices[k].is_nan() {
             self.prices[k] = price;
         }
+        self.firm_totals = None;
         let s = side.sign();
         let acct = &mut self.accounts[i];
         if acct.add_position(k, s * qty) && !self.holders[k].contains(&i) {

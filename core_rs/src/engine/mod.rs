@@ -77,11 +77,12 @@ impl Engine {
         }
         let eligible = self.eligible(order)?;
         self.book.refresh_exposures(&eligible);
+        self.book.refresh_firm_totals();
         let px = order.reference_price;
         let live = self.book.prices[k];
         let has_live = !live.is_nan();
         let q_lots = order.quantity.map(|q| q / lot);
-        let none = Forced::new();
+        let none = Forced::default();
         let mut allocs = if eligible.is_empty() {
             Vec::new()
         } else {
@@ -142,7 +143,7 @@ impl Engine {
                 }
             }
         } else {
-            let mut forced = Forced::new();
+            let mut forced = Forced::default();
             for _ in 0..=eligible.len() {
                 let failing = layer2(&self.book, order, k, &eligible, &allocs, live);
                 if failing.is_empty() {

@@ -1,6 +1,8 @@
 //! Layer 1: the block against firm limits, kill switch, duplicates and throttles.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
+
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 use crate::book::Book;
 use crate::codes::Code;
@@ -24,25 +26,28 @@ struct FirmMeasures {
     nav: f64,
 }
 
-/// Firm exposure is measured on the firm's net position per instrument (accounts netted).
+/// Firm exposure is measured on the firm's net position per instrument (accounts netted): the
+/// book's totals at marks, with the order's instrument re-marked at `px`.
 fn firm_measures(book: &Book, k: usize, px: f64) -> FirmMeasures {
-    let sector_idx = book.instruments[k].sector_idx;
-    let (mut gross, mut net, mut sector, mut beta) = (0.0, 0.0, 0.0, 0.0);
-    for (j, &q) in book.firm_pos.iter().enumerate() {
-        if q == 0 {
-            continue;
-        }
-        let mark = if j == k { px } else { book.prices[j] };
-        let v = q as f64 * mark;
-        gross += v.abs();
-        net += v;
-        let ins = &book.instruments[j];
-        beta += v * ins.beta;
-        if ins.sector_idx == sector_idx {
-            sector += v.abs();
-        }
+    let t = book.firm_totals();
+    let ins = &book.instruments[k];
+    let mut m = FirmMeasures {
+        gross: t.gross,
+        net: t.net,
+        sector: t.sector[ins.sector_idx],
+        beta: t.beta,
+        nav: book.firm_nav,
+    };
+    let q = book.firm_pos[k];
+    if q != 0 {
+        let at_mark = q as f64 * book.prices[k];
+        let at_px = q as f64 * px;
+        m.gross = m.gross - at_mark.abs() + at_px.abs();
+        m.net = m.net - at_mark + at_px;
+        m.sector = m.sector - at_mark.abs() + at_px.abs();
+        m.beta = m.beta - at_mark * ins.beta + at_px * ins.beta;
     }
-    FirmMeasures { gross, net, sector, beta, nav: book.firm_nav }
+    m
 }
 
 /// Every firm rule the block of `qty` shares breaks; records the order for duplicate and
