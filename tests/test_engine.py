@@ -448,3 +448,48 @@ def test_upsert_account_updates_the_book_incrementally() -> None:
     e.upsert_account(book.accounts[0].model_copy(update={"account_id": "B1"}))
     d = decide(e, order(quantity=600))
     assert [line.account_id for line in d.lines] == ["A0", "B1"]
+
+
+# ------------------------------------------------------------- previews, working orders
+
+
+def test_a_preview_leaves_no_trace() -> None:
+    e = Engine(make_book([1e6], risk={"throttle": {"max_orders": 1, "window_s": 60}}))
+    o = order()
+    preview = e.decide(o, as_of=T0, commit=False)
+    assert preview.status == "accepted"
+    assert e.open_orders("A0", "MSFT") == (0, 0)
+    # same ids, and the throttle has room: the preview neither used the ids nor counted
+    assert decide(e, o).status == "accepted"
+    assert e.open_orders("A0", "MSFT") == (100, 0)
+
+
+def test_working_blocks_count_towards_firm_limits() -> None:
+    # net limit 1,500 at 10 per share: each 100-share block (1,000) passes alone
+    e = Engine(make_book([1e6], risk={"max_net_exposure": 1_500.0}))
+    assert decide(e, order()).status == "accepted"
+    second = decide(e, order())
+    assert l1(second) == {"FIRM_NET_EXPOSURE"}
+    assert second.l1_breaches[0].value == pytest.approx(2_000.0)
+    # the first block's child orders are cancelled: its working quantity no longer counts
+    e.release("A0", "MSFT", "buy", 100)
+    assert decide(e, order()).status == "accepted"
+    # a fill moves quantity from working to filled: the firm total stays the same
+    e.apply_fill("A0", "MSFT", "buy", 100, 10.0)
+    assert l1(decide(e, order())) == {"FIRM_NET_EXPOSURE"}
+
+
+def test_a_block_nobody_can_take_is_refused_at_allocation() -> None:
+    d = decide(Engine(make_book([1e6, 1e6])), order(side="sell"))
+    assert d.status == "rejected" and d.stage == "allocation"
+    assert [c.code for c in d.allocation_breaches] == ["NO_CAPACITY"]
+    assert {line.binding.code for line in d.lines if line.binding} == {"SHORT_SALE_NOT_ALLOWED"}
+    assert d.unplaced_quantity == 100
+
+
+def test_available_equity_is_net_of_buffer_and_reservations() -> None:
+    e = Engine(make_book([20_000, 20_000], mandate={"cash_buffer_pct": 10}))
+    assert qty(decide(e, order(quantity=50, accounts=["A0"]))) == [50]  # reserves 500
+    d = decide(e, order(quantity=100, method="available_equity"))
+    # A0: 20,000 - 2,000 buffer - 0.5 x 500 reserved = 17,750; A1: 18,000
+    assert [line.weight for line in d.lines] == [17_750, 18_000]

@@ -51,6 +51,8 @@ def assert_same_decision(rust: dict[str, Any], ref: dict[str, Any]) -> None:
                                                                   ref["l1_breaches"])
     for i, (r, p) in enumerate(zip(rust["l1_breaches"], ref["l1_breaches"], strict=True)):
         _same_check(r, p, f"{oid}.l1[{i}]")
+    assert [c["code"] for c in rust["allocation_breaches"]] == [
+        c["code"] for c in ref["allocation_breaches"]], oid
     assert len(rust["lines"]) == len(ref["lines"]), oid
     for r, p in zip(rust["lines"], ref["lines"], strict=True):
         where = f"{oid}.{p['account_id']}"
@@ -70,9 +72,13 @@ def scenarios(draw: st.DrawFn) -> tuple[Book, list[tuple[str, Any]]]:
     steps: list[tuple[str, Any]] = []
     for n in range(draw(st.integers(1, 6))):
         steps.append(("order", draw(orders(book, n))))
-        what = draw(st.sampled_from(["none", "fill", "price", "kill"]))
+        what = draw(st.sampled_from(["none", "fill", "price", "kill", "preview", "cancel"]))
         if what == "fill":
             steps.append(("fill", draw(st.floats(0.1, 1.0))))
+        elif what == "cancel":
+            steps.append(("cancel", draw(st.floats(0.1, 1.0))))
+        elif what == "preview":
+            steps.append(("preview", draw(orders(book, 1000 + n))))
         elif what == "price":
             sym = draw(st.sampled_from(book.instruments)).symbol
             steps.append(("price", {sym: round(book.prices[sym] * draw(
@@ -91,20 +97,28 @@ def test_rust_matches_reference(scenario: tuple[Book, list[tuple[str, Any]]]) ->
     last: dict[str, Any] | None = None
     for n, (kind, arg) in enumerate(steps):
         as_of = T0 + dt.timedelta(seconds=n)
-        if kind == "order":
+        if kind in ("order", "preview"):
+            commit = kind == "order"
             try:
-                ref_d = ref.process(arg, as_of=as_of)
+                ref_d = ref.process(arg, as_of=as_of, commit=commit)
             except MatsError as e:
                 try:
-                    rust.process(arg, as_of=as_of)
+                    rust.process(arg, as_of=as_of, commit=commit)
                 except MatsError as e2:
                     assert type(e2) is type(e)
                 else:
                     raise AssertionError(f"reference refused {arg.order_id}, Rust did not: {e}")
                 continue
-            rust_d = json.loads(rust.process(arg, as_of=as_of).to_json())
+            rust_d = json.loads(rust.process(arg, as_of=as_of, commit=commit).to_json())
             assert_same_decision(rust_d, ref_d)
-            last = ref_d
+            if commit:
+                last = ref_d
+        elif kind == "cancel" and last is not None and last["status"] == "accepted":
+            for line in last["lines"]:
+                q = int(line["quantity"] * arg)
+                if q > 0:
+                    ref.release(line["account_id"], last["symbol"], last["side"], q)
+                    rust.release(line["account_id"], last["symbol"], last["side"], q)
         elif kind == "fill" and last is not None and last["status"] == "accepted":
             px = last["live_price"]
             for line in last["lines"]:

@@ -32,7 +32,6 @@ codes! {
     MinTradeSize => "MIN_TRADE_SIZE",
     NoLivePrice => "NO_LIVE_PRICE",
     L2Dropped => "L2_DROPPED",
-    L2Reduced => "L2_REDUCED",
     // firm rules: layer 1, per block
     KillSwitchHalted => "KILL_SWITCH_HALTED",
     KillSwitchReducing => "KILL_SWITCH_REDUCING",
@@ -51,6 +50,8 @@ codes! {
     FirmSectorConcentration => "FIRM_SECTOR_CONCENTRATION",
     FirmBetaDelta => "FIRM_BETA_DELTA",
     NoEligibleAccounts => "NO_ELIGIBLE_ACCOUNTS",
+    // allocation, per block
+    NoCapacity => "NO_CAPACITY",
 }
 
 impl Serialize for Code {

@@ -98,6 +98,8 @@ pub struct Decision {
     pub placed_quantity: i64,
     pub unplaced_quantity: i64,
     pub l1_breaches: Vec<Check>,
+    /// Why nothing could be placed (stage `allocation`).
+    pub allocation_breaches: Vec<Check>,
     pub lines: Vec<Line>,
 }
 

@@ -326,6 +326,7 @@ class Decision(Frozen):
     placed_quantity: int
     unplaced_quantity: int
     l1_breaches: list[Check] = Field(default_factory=list)
+    allocation_breaches: list[Check] = Field(default_factory=list)
     lines: list[AllocationLine] = Field(default_factory=list)
 
 

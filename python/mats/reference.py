@@ -136,13 +136,15 @@ class _Caps:
                 best = r
         return best
 
-    def check_of(self, rule: _Rule, qty: float) -> dict[str, Any]:
+    def check_of(self, rule: _Rule, qty: float, lot: int) -> dict[str, Any]:
+        """The rule as a reported check: its measure after ``qty`` shares, its cap in lots."""
         added = qty - self.reducing
         if added < 0.0:
             added = 0.0
         value = rule.base + added * rule.per_share
         cap = self.reducing + (rule.e_cap if rule.e_cap > 0.0 else 0.0)
-        return _check(rule.code, rule.limit, value, cap, rule.text)
+        return _check(rule.code, rule.limit, value, float(_floor_lots(cap, lot) * lot),
+                      rule.text)
 
 
 def _floor_lots(shares: float, lot: int) -> int:
@@ -173,6 +175,8 @@ class ReferenceEngine:
         self.accounts: list[_Account] = []
         self.account_idx: dict[str, int] = {}
         self.firm_pos: list[int] = [0] * len(self.instruments)
+        # working (accepted, unfilled) quantity, buys less sells: firm checks count it as filled
+        self.firm_work: list[int] = [0] * len(self.instruments)
         for acct in book.accounts:
             self._upsert_account(acct)
         self.risk: RiskConfig = book.risk
@@ -221,14 +225,19 @@ class ReferenceEngine:
         )
         old_i = self.account_idx.get(acct.account_id)
         if old_i is not None:
-            for k, q in self.accounts[old_i].positions.items():
+            old = self.accounts[old_i]
+            for k, q in old.positions.items():
                 self.firm_pos[k] -= q
+            for k, o in old.open_orders.items():
+                self.firm_work[k] -= o.buy - o.sell
             self.accounts[old_i] = new
         else:
             self.account_idx[acct.account_id] = len(self.accounts)
             self.accounts.append(new)
         for k, q in new.positions.items():
             self.firm_pos[k] += q
+        for k, o in new.open_orders.items():
+            self.firm_work[k] += o.buy - o.sell
 
     def upsert_account(self, acct: Account) -> None:
         self._upsert_account(acct)
@@ -265,32 +274,20 @@ class ReferenceEngine:
         acct.fresh = False
         self.firm_pos[k] += s * quantity
         notional = quantity * price
-        oo = acct.open_orders.get(k)
         if s > 0:
             acct.cash -= notional
             if acct.cash_account:
                 acct.settled_cash -= notional
-            if oo is not None and oo.buy > 0:
-                take = quantity if quantity < oo.buy else oo.buy
-                release = oo.buy_reserved * take / oo.buy
-                oo.buy -= take
-                oo.buy_reserved -= release
-                acct.reserved_cash -= release
-                if acct.reserved_cash < 0.0:
-                    acct.reserved_cash = 0.0
         else:
             acct.cash += notional
-            if oo is not None and oo.sell > 0:
-                oo.sell -= quantity if quantity < oo.sell else oo.sell
+        self._release(acct, k, Side(side), quantity)
 
-    def release(self, account_id: str, symbol: str, side: Side, quantity: int) -> None:
-        """Release working quantity that will not fill (cancelled or expired child orders)."""
-        acct = self._account(account_id)
-        k = self._instrument(symbol).idx
+    def _release(self, acct: _Account, k: int, side: Side, quantity: int) -> None:
+        """Takes up to ``quantity`` off the working quantity, with its share of reserved cash."""
         oo = acct.open_orders.get(k)
         if oo is None:
             return
-        if Side(side) is Side.BUY and oo.buy > 0:
+        if side is Side.BUY and oo.buy > 0:
             take = quantity if quantity < oo.buy else oo.buy
             release = oo.buy_reserved * take / oo.buy
             oo.buy -= take
@@ -298,8 +295,19 @@ class ReferenceEngine:
             acct.reserved_cash -= release
             if acct.reserved_cash < 0.0:
                 acct.reserved_cash = 0.0
-        elif Side(side) is Side.SELL and oo.sell > 0:
-            oo.sell -= quantity if quantity < oo.sell else oo.sell
+            self.firm_work[k] -= take
+        elif side is Side.SELL and oo.sell > 0:
+            take = quantity if quantity < oo.sell else oo.sell
+            oo.sell -= take
+            self.firm_work[k] += take
+
+    def release(self, account_id: str, symbol: str, side: Side, quantity: int) -> None:
+        """Release working quantity that will not fill (cancelled or expired child orders)."""
+        acct = self._account(account_id)
+        k = self._instrument(symbol).idx
+        if quantity <= 0:
+            raise OrderError("release quantity must be positive")
+        self._release(acct, k, Side(side), quantity)
 
     def position(self, account_id: str, symbol: str) -> int:
         return self._account(account_id).positions.get(self._instrument(symbol).idx, 0)
@@ -439,11 +447,15 @@ class ReferenceEngine:
             if method is AllocationMethod.NET_LIQ:
                 w = acct.net_liq
             elif method is AllocationMethod.AVAILABLE_EQUITY:
+                # the same funds the SETTLED_CASH and BUYING_POWER rules start from
+                buffer = acct.mandate.cash_buffer_pct / 100.0 * acct.net_liq
                 if acct.cash_account:
-                    w = acct.settled_cash - acct.pending_withdrawals - acct.reserved_cash
+                    w = (acct.settled_cash - acct.pending_withdrawals - acct.reserved_cash
+                         - buffer)
                 else:
-                    w = (acct.net_liq - acct.pending_withdrawals
-                         - REG_T_INITIAL_MARGIN * acct.gross)
+                    w = (acct.net_liq - acct.pending_withdrawals - buffer
+                         - REG_T_INITIAL_MARGIN * acct.gross
+                         - REG_T_INITIAL_MARGIN * acct.reserved_cash)
             elif method is AllocationMethod.EQUAL:
                 w = 1.0
             elif params is not None:
@@ -527,8 +539,11 @@ class ReferenceEngine:
                     binding = fixed[j] or None
                 elif rules[j] is not None:
                     caps, rule = rules[j]  # type: ignore[misc]
-                    binding = caps.check_of(rule, wf.want[j] * lot)
-            requested = q_lots * weights[j] / total_w if total_w > 0.0 else 0.0
+                    binding = caps.check_of(rule, wf.want[j] * lot, lot)
+            if order.method is AllocationMethod.TARGET_WEIGHT:
+                requested = weights[j] / lot  # the account's own gap to its target
+            else:
+                requested = q_lots * weights[j] / total_w if total_w > 0.0 else 0.0
             lines.append({
                 "account_id": self.accounts[i].account_id,
                 "weight": weights[j],
@@ -551,7 +566,8 @@ class ReferenceEngine:
         net = 0.0
         beta = 0.0
         sectors = [0.0] * len(self.sector_ids)
-        for k, q in enumerate(self.firm_pos):
+        for k, filled in enumerate(self.firm_pos):
+            q = filled + self.firm_work[k]
             if q == 0:
                 continue
             v = q * self.prices[k]
@@ -560,7 +576,7 @@ class ReferenceEngine:
             beta += v * self.instruments[k].beta
             sectors[self.instruments[k].sector_idx] += abs(v)
         sector = sectors[ins.sector_idx]
-        q = self.firm_pos[ins.idx]
+        q = self.firm_pos[ins.idx] + self.firm_work[ins.idx]
         if q != 0:
             at_mark = q * self.prices[ins.idx]
             at_px = q * px
@@ -573,13 +589,13 @@ class ReferenceEngine:
             nav += a.net_liq
         return {"gross": gross, "net": net, "sector": sector, "beta": beta, "nav": nav}
 
-    def _layer1(self, order: BlockOrder, ins: _Instrument, qty: int, as_of: float
-                ) -> list[dict[str, Any]]:
+    def _layer1(self, order: BlockOrder, ins: _Instrument, qty: int, as_of: float,
+                record: bool) -> list[dict[str, Any]]:
         r = self.risk
         out: list[dict[str, Any]] = []
         s = order.side.sign
         px = order.reference_price
-        firm_q = self.firm_pos[ins.idx]
+        firm_q = self.firm_pos[ins.idx] + self.firm_work[ins.idx]
         reducing = s * firm_q < 0 and qty <= abs(firm_q)
         if self.kill_switch is KillSwitch.HALTED:
             out.append(_check(codes.KILL_SWITCH_HALTED, None, None, None,
@@ -604,7 +620,8 @@ class ReferenceEngine:
                                   float(len(log) + 1), None,
                                   f"more than {r.throttle.max_orders} orders in "
                                   f"{r.throttle.window_s:g}s for strategy {order.strategy}"))
-            log.append(as_of)
+            if record:
+                log.append(as_of)
         if ins.symbol in r.restricted_symbols:
             out.append(_check(codes.FIRM_RESTRICTED, None, None, None,
                               f"{ins.symbol} is on the firm's restricted list"))
@@ -677,7 +694,7 @@ class ReferenceEngine:
             for rule in caps.rules:
                 allowed = caps.reducing + (rule.e_cap if rule.e_cap > 0.0 else 0.0)
                 if q // ins.lot > _floor_lots(allowed, ins.lot):
-                    broken.append(caps.check_of(rule, float(q)))
+                    broken.append(caps.check_of(rule, float(q), ins.lot))
             failing[j] = (caps, broken)
         return failing
 
@@ -708,16 +725,19 @@ class ReferenceEngine:
             "strategy": order.strategy, "symbol": order.symbol, "side": order.side.value,
             "status": "rejected", "stage": None, "reference_price": px,
             "live_price": live if has_live else None, "requested_quantity": 0,
-            "placed_quantity": 0, "unplaced_quantity": 0, "l1_breaches": [], "lines": [],
+            "placed_quantity": 0, "unplaced_quantity": 0, "l1_breaches": [],
+            "allocation_breaches": [], "lines": [],
         }
         lines = self._allocate(order, ins, eligible, px, q_lots, {}) if eligible else []
         requested = order.quantity
         if requested is None:
             requested = sum(line["quantity"] for line in lines)
         decision["requested_quantity"] = requested
-        l1 = self._layer1(order, ins, requested, now)
-        self.seen_orders.add(order.order_id)
-        self.seen_journeys.add(order.journey_id)
+        # a preview (commit=False) leaves no trace: ids stay unused, the throttle uncounted
+        l1 = self._layer1(order, ins, requested, now, record=commit)
+        if commit:
+            self.seen_orders.add(order.order_id)
+            self.seen_journeys.add(order.journey_id)
         if not eligible:
             l1.append(_check(codes.NO_ELIGIBLE_ACCOUNTS, None, None, None,
                              f"no account follows strategy {order.strategy}"))
@@ -751,8 +771,8 @@ class ReferenceEngine:
                         c = _floor_lots(caps.cap_shares(), lot)
                         prev = forced.get(j)
                         if prev is None or c < prev[0]:
-                            forced[j] = (c, broken[0] if broken else _check(
-                                codes.L2_REDUCED, None, None, float(c * lot), "reduced"))
+                            # the tightest rule always breaks, so a failing lot names one
+                            forced[j] = (c, broken[0])
                 lines = self._allocate(order, ins, eligible, px, q_lots, forced)
         rejected = bool(breaches) and (
             order.on_lot_failure is LotFailurePolicy.REJECT_BLOCK or not has_live)
@@ -785,6 +805,9 @@ class ReferenceEngine:
         if placed == 0:
             # every account is capped at nothing (or its lots failed): no order to send
             decision["stage"] = "allocation"
+            decision["allocation_breaches"] = [_check(
+                codes.NO_CAPACITY, None, None, 0.0,
+                "no account can take any of the block under its mandate")]
             return decision
         decision["status"] = "accepted"
         if commit:
@@ -806,6 +829,7 @@ class ReferenceEngine:
                 acct.reserved_cash += q * px
             else:
                 oo.sell += q
+            self.firm_work[ins.idx] += order.side.sign * q
 
 
 @dataclass

@@ -100,13 +100,14 @@ impl Caps {
     }
 
     /// The rule as a reported check, its measure evaluated for an order of `qty` shares.
-    pub fn check_of(&self, rule: &Rule, qty: f64) -> Check {
-        rule_check(self.reducing, rule, qty)
+    pub fn check_of(&self, rule: &Rule, qty: f64, lot: i64) -> Check {
+        rule_check(self.reducing, rule, qty, lot)
     }
 }
 
-/// A rule as a reported check for an account whose trade has `reducing` reducing shares.
-pub fn rule_check(reducing: i64, rule: &Rule, qty: f64) -> Check {
+/// A rule as a reported check for an account whose trade has `reducing` reducing shares: its
+/// measure after `qty` shares, and its cap in whole lots.
+pub fn rule_check(reducing: i64, rule: &Rule, qty: f64, lot: i64) -> Check {
     let mut added = qty - reducing as f64;
     if added < 0.0 {
         added = 0.0;
@@ -117,7 +118,7 @@ pub fn rule_check(reducing: i64, rule: &Rule, qty: f64) -> Check {
         code: rule.code,
         limit: Some(rule.limit),
         value: Some(value),
-        cap: Some(cap),
+        cap: Some((floor_lots(cap, lot) * lot) as f64),
         message: Cow::Borrowed(rule_message(rule)),
     }
 }

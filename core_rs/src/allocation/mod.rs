@@ -80,10 +80,16 @@ pub fn weights(
         let w = match order.method {
             AllocationMethod::NetLiq => acct.net_liq,
             AllocationMethod::AvailableEquity => {
+                // the same funds the SETTLED_CASH and BUYING_POWER rules start from
+                let buffer = book.mandate_of(acct).cash_buffer_pct / 100.0 * acct.net_liq;
                 if acct.cash_account {
-                    acct.settled_cash - acct.pending_withdrawals - acct.reserved_cash
+                    acct.settled_cash - acct.pending_withdrawals - acct.reserved_cash - buffer
                 } else {
-                    acct.net_liq - acct.pending_withdrawals - REG_T_INITIAL_MARGIN * acct.gross
+                    acct.net_liq
+                        - acct.pending_withdrawals
+                        - buffer
+                        - REG_T_INITIAL_MARGIN * acct.gross
+                        - REG_T_INITIAL_MARGIN * acct.reserved_cash
                 }
             }
             AllocationMethod::Equal => 1.0,
@@ -202,12 +208,18 @@ pub fn allocate(
             binding = match &bound[j] {
                 Some(Bound::Fixed(c)) => Some(c.clone()),
                 Some(Bound::Rule(reducing, rule)) => {
-                    Some(rule_check(*reducing, rule, split.want[j] * lot as f64))
+                    Some(rule_check(*reducing, rule, split.want[j] * lot as f64, lot))
                 }
                 Some(Bound::Own) | None => None,
             };
         }
-        let requested = if total_w > 0.0 { q_lots as f64 * weights[j] / total_w } else { 0.0 };
+        let requested = if order.method == AllocationMethod::TargetWeight {
+            weights[j] / lot as f64 // the account's own gap to its target
+        } else if total_w > 0.0 {
+            q_lots as f64 * weights[j] / total_w
+        } else {
+            0.0
+        };
         out.push(Alloc {
             weight: weights[j],
             requested: requested * lot as f64,

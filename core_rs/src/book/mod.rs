@@ -143,7 +143,7 @@ impl Account {
     }
 
     /// Adds a reservation for working quantity of an accepted lot.
-    pub fn reserve(&mut self, k: usize, side: Side, qty: i64, price: f64) {
+    fn reserve(&mut self, k: usize, side: Side, qty: i64, price: f64) {
         let oo = self.open_mut(k);
         match side {
             Side::Buy => {
@@ -155,10 +155,11 @@ impl Account {
         }
     }
 
-    /// Releases working quantity (filled, cancelled or expired) and its share of reserved cash.
-    pub fn release(&mut self, k: usize, side: Side, qty: i64) {
+    /// Releases up to `qty` of working quantity (filled, cancelled or expired) and its share of
+    /// reserved cash; returns how much was working.
+    fn release(&mut self, k: usize, side: Side, qty: i64) -> i64 {
         let Some(i) = self.open_orders.iter().position(|o| o.0 == k) else {
-            return;
+            return 0;
         };
         let oo = &mut self.open_orders[i].1;
         match side {
@@ -171,11 +172,14 @@ impl Account {
                 if self.reserved_cash < 0.0 {
                     self.reserved_cash = 0.0;
                 }
+                take
             }
             Side::Sell if oo.sell > 0 => {
-                oo.sell -= if qty < oo.sell { qty } else { oo.sell };
+                let take = if qty < oo.sell { qty } else { oo.sell };
+                oo.sell -= take;
+                take
             }
-            _ => {}
+            _ => 0,
         }
     }
 }
@@ -204,6 +208,10 @@ pub struct Book {
     pub prices: Vec<f64>,
     /// Sum over accounts of each instrument's position.
     pub firm_pos: Vec<i64>,
+    /// Sum over accounts of each instrument's working quantity (buys less sells). Firm checks
+    /// count working orders as if filled, so quick successive blocks cannot each pass a limit
+    /// they break together.
+    pub firm_work: Vec<i64>,
     pub risk: RiskConfig,
     pub restricted_firm: Vec<bool>,
     pub kill_switch: KillSwitch,
@@ -237,6 +245,7 @@ impl Book {
             account_idx: HashMap::default(),
             prices: Vec::new(),
             firm_pos: Vec::new(),
+            firm_work: Vec::new(),
             risk: input.risk.clone(),
             restricted_firm: Vec::new(),
             kill_switch: input.risk.kill_switch,
@@ -253,6 +262,7 @@ impl Book {
         }
         book.prices = vec![f64::NAN; book.instruments.len()];
         book.firm_pos = vec![0; book.instruments.len()];
+        book.firm_work = vec![0; book.instruments.len()];
         book.holders = vec![Vec::new(); book.instruments.len()];
         for (sym, px) in &input.prices {
             let k = book.symbol(sym).map_err(|_| {
@@ -478,6 +488,9 @@ impl Book {
         for &(k, q) in &account.positions {
             self.firm_pos[k] += q;
         }
+        for (k, o) in &account.open_orders {
+            self.firm_work[*k] += o.buy - o.sell;
+        }
         self.followers.clear();
         self.firm_totals = None;
         let existing = self.account_idx.get(id).copied();
@@ -492,6 +505,9 @@ impl Book {
             Some(&i) => {
                 for &(k, q) in &self.accounts[i].positions {
                     self.firm_pos[k] -= q;
+                }
+                for (k, o) in &self.accounts[i].open_orders {
+                    self.firm_work[*k] -= o.buy - o.sell;
                 }
                 self.accounts[i] = account;
             }
@@ -514,7 +530,8 @@ impl Book {
             return;
         }
         let mut t = FirmTotals { sector: vec![0.0; self.sectors.len()], ..FirmTotals::default() };
-        for (j, &q) in self.firm_pos.iter().enumerate() {
+        for j in 0..self.firm_pos.len() {
+            let q = self.firm_qty(j);
             if q == 0 {
                 continue;
             }
@@ -526,6 +543,27 @@ impl Book {
             t.sector[ins.sector_idx] += v.abs();
         }
         self.firm_totals = Some(t);
+    }
+
+    /// The firm's quantity in instrument `k` for firm limits: filled plus working.
+    pub fn firm_qty(&self, k: usize) -> i64 {
+        self.firm_pos[k] + self.firm_work[k]
+    }
+
+    /// Reserves an accepted lot: the account's working quantity and cash, the firm's working.
+    pub fn reserve(&mut self, i: usize, k: usize, side: Side, qty: i64, price: f64) {
+        self.accounts[i].reserve(k, side, qty, price);
+        self.firm_work[k] += side.sign() * qty;
+        self.firm_totals = None;
+    }
+
+    /// Releases working quantity of one account, keeping the firm's working total in step.
+    fn release_working(&mut self, i: usize, k: usize, side: Side, qty: i64) {
+        let taken = self.accounts[i].release(k, side, qty);
+        if taken != 0 {
+            self.firm_work[k] -= side.sign() * taken;
+            self.firm_totals = None;
+        }
     }
 
     /// The firm's totals; `refresh_firm_totals` must have run since the last change.
@@ -613,7 +651,7 @@ impl Book {
             }
             Side::Sell => acct.cash += notional,
         }
-        acct.release(k, side, qty);
+        self.release_working(i, k, side, qty);
         Ok(())
     }
 
@@ -623,7 +661,7 @@ impl Book {
         if qty <= 0 {
             return Err(CoreError::order("release quantity must be positive"));
         }
-        self.accounts[i].release(k, side, qty);
+        self.release_working(i, k, side, qty);
         Ok(())
     }
 

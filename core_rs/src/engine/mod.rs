@@ -106,11 +106,15 @@ impl Engine {
             placed_quantity: 0,
             unplaced_quantity: 0,
             l1_breaches: Vec::new(),
+            allocation_breaches: Vec::new(),
             lines: Vec::new(),
         };
-        let mut l1 = layer1(&self.book, &mut self.firm, order, k, requested, as_of);
-        self.firm.seen_orders.insert(order.order_id.clone());
-        self.firm.seen_journeys.insert(order.journey_id.clone());
+        // a preview (commit=false) leaves no trace: ids stay unused, the throttle uncounted
+        let mut l1 = layer1(&self.book, &mut self.firm, order, k, requested, as_of, commit);
+        if commit {
+            self.firm.seen_orders.insert(order.order_id.clone());
+            self.firm.seen_journeys.insert(order.journey_id.clone());
+        }
         if eligible.is_empty() {
             l1.push(Check::new(
                 Code::NoEligibleAccounts,
@@ -172,11 +176,8 @@ impl Engine {
                         let c = floor_lots(f.caps.cap_shares(), lot);
                         let smaller = forced.get(&f.j).is_none_or(|prev| c < prev.0);
                         if smaller {
-                            let check = f.broken.into_iter().next().unwrap_or_else(|| {
-                                let mut c2 = Check::new(Code::L2Reduced, None, None, "reduced");
-                                c2.cap = Some((c * lot) as f64);
-                                c2
-                            });
+                            // the tightest rule always breaks, so a failing lot names one
+                            let check = f.broken.into_iter().next().expect("a broken rule");
                             forced.insert(f.j, (c, check));
                         }
                     }
@@ -229,6 +230,14 @@ impl Engine {
         if placed == 0 {
             // Every account is capped at nothing (or its lots failed): there is no order to send.
             decision.stage = Some(Stage::Allocation);
+            let mut c = Check::new(
+                Code::NoCapacity,
+                None,
+                None,
+                "no account can take any of the block under its mandate",
+            );
+            c.cap = Some(0.0);
+            decision.allocation_breaches.push(c);
             decision.lines = lines;
             return Ok(decision);
         }
@@ -238,7 +247,7 @@ impl Engine {
             for (j, &i) in eligible.iter().enumerate() {
                 let q = lines[j].quantity;
                 if q > 0 {
-                    self.book.accounts[i].reserve(k, order.side, q, res_px);
+                    self.book.reserve(i, k, order.side, q, res_px);
                 }
             }
         }

@@ -38,7 +38,7 @@ fn firm_measures(book: &Book, k: usize, px: f64) -> FirmMeasures {
         beta: t.beta,
         nav: book.firm_nav,
     };
-    let q = book.firm_pos[k];
+    let q = book.firm_qty(k);
     if q != 0 {
         let at_mark = q as f64 * book.prices[k];
         let at_px = q as f64 * px;
@@ -59,13 +59,14 @@ pub fn layer1(
     k: usize,
     qty: i64,
     as_of: f64,
+    record: bool,
 ) -> Vec<Check> {
     let r = &book.risk;
     let ins = &book.instruments[k];
     let mut out = Vec::new();
     let s = order.side.sign();
     let px = order.reference_price;
-    let firm_q = book.firm_pos[k];
+    let firm_q = book.firm_qty(k);
     let reducing = s * firm_q < 0 && qty <= firm_q.abs();
     match book.kill_switch {
         KillSwitch::Halted => out.push(Check::new(
@@ -115,7 +116,9 @@ pub fn layer1(
                 ),
             ));
         }
-        log.push_back(as_of);
+        if record {
+            log.push_back(as_of);
+        }
     }
     if book.restricted_firm[k] {
         out.push(Check::new(

@@ -40,7 +40,7 @@ pub fn layer2(
         for rule in caps.rules() {
             let allowed = caps.reducing as f64 + if rule.e_cap > 0.0 { rule.e_cap } else { 0.0 };
             if q / lot > floor_lots(allowed, lot) {
-                broken.push(caps.check_of(rule, q as f64));
+                broken.push(caps.check_of(rule, q as f64, lot));
             }
         }
         out.push(LotFailure { j, caps, broken });
