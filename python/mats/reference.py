@@ -475,15 +475,9 @@ class ReferenceEngine:
             extra.append(cap)
         return weights, extra
 
-    def _allocate(self, order: BlockOrder, ins: _Instrument, eligible: list[int], px: float,
-                  q_lots: int | None, forced: dict[int, tuple[int, dict[str, Any]]]
-                  ) -> list[dict[str, Any]]:
-        """Split ``q_lots`` lots over ``eligible`` accounts under every cap, at price ``px``.
-
-        ``forced`` maps an account position in ``eligible`` to an extra cap in lots (from layer-2
-        policy), with the check to report. With ``q_lots`` None (target weight without a
-        quantity) every account is offered its whole gap.
-        """
+    def _prepare(self, order: BlockOrder, ins: _Instrument, eligible: list[int], px: float
+                 ) -> dict[str, Any]:
+        """Weights, caps in lots and what bound them, minimum lots: once per block and price."""
         lot = ins.lot
         weights, extra = self._weights(order, ins, eligible, px)
         n = len(eligible)
@@ -491,6 +485,7 @@ class ReferenceEngine:
         # what bound each account: a rule to evaluate at its wanted quantity, or a fixed check
         rules: list[tuple[_Caps, _Rule] | None] = [None] * n
         fixed: list[dict[str, Any] | None] = [None] * n
+        min_lots = [0] * n
         total_w = 0.0
         for j, i in enumerate(eligible):
             caps = self._caps(self.accounts[i], ins, order.side, px)
@@ -504,22 +499,41 @@ class ReferenceEngine:
                 # to its target weight): reaching it is not a limit binding
                 c = e // lot
                 fixed[j] = {}
-            f = forced.get(j)
-            if f is not None and f[0] <= c:
-                c = f[0]
-                fixed[j] = f[1]
             caps_lots[j] = c
             total_w += weights[j]
+            mtv = self.accounts[i].mandate.min_trade_value
+            if mtv > 0.0:
+                min_lots[j] = math.ceil(mtv / (px * lot) - LOT_EPS)
+        return {"px": px, "weights": weights, "caps_lots": caps_lots, "rules": rules,
+                "fixed": fixed, "min_lots": min_lots, "total_w": total_w}
+
+    def _allocate(self, order: BlockOrder, ins: _Instrument, eligible: list[int],
+                  prep: dict[str, Any], q_lots: int | None,
+                  forced: dict[int, tuple[int, dict[str, Any]]]) -> list[dict[str, Any]]:
+        """Split ``q_lots`` lots over ``eligible`` accounts under every cap (one pass).
+
+        ``forced`` maps an account position in ``eligible`` to an extra cap in lots (from layer-2
+        policy), with the check to report. With ``q_lots`` None (target weight without a
+        quantity) every account is offered its whole gap.
+        """
+        lot = ins.lot
+        px = prep["px"]
+        weights = prep["weights"]
+        rules = prep["rules"]
+        min_lots = prep["min_lots"]
+        total_w = prep["total_w"]
+        n = len(eligible)
+        caps_lots = list(prep["caps_lots"])
+        fixed = list(prep["fixed"])
+        for j, (f_cap, f_check) in forced.items():
+            if f_cap <= caps_lots[j]:
+                caps_lots[j] = f_cap
+                fixed[j] = f_check
         if q_lots is None:
             q_lots = 0
             for j in range(n):
                 if weights[j] > 0.0:
                     q_lots += caps_lots[j]
-        min_lots = [0] * n
-        for j, i in enumerate(eligible):
-            mtv = self.accounts[i].mandate.min_trade_value
-            if mtv > 0.0:
-                min_lots[j] = math.ceil(mtv / (px * lot) - LOT_EPS)
         excluded = [False] * n
         while True:
             wf = _waterfill(q_lots, weights, caps_lots, excluded)
@@ -679,16 +693,22 @@ class ReferenceEngine:
         return out
 
     def _layer2(self, order: BlockOrder, ins: _Instrument, eligible: list[int],
-                lines: list[dict[str, Any]], live: float
+                lines: list[dict[str, Any]], live: float, live_caps: dict[int, int]
                 ) -> dict[int, tuple[_Caps, list[dict[str, Any]]]]:
-        """Lots that break their account's mandate at the live price, with every broken rule."""
+        """Lots that break their account's mandate at the live price, with every broken rule.
+
+        ``live_caps`` keeps each account's cap in lots at the live price across the passes of
+        one block (the book does not change between them).
+        """
         failing: dict[int, tuple[_Caps, list[dict[str, Any]]]] = {}
         for j, i in enumerate(eligible):
             q = lines[j]["quantity"]
-            if q == 0:
+            known = live_caps.get(j)
+            if q == 0 or (known is not None and q // ins.lot <= known):
                 continue
             caps = self._caps(self.accounts[i], ins, order.side, live)
-            if q // ins.lot <= _floor_lots(caps.cap_shares(), ins.lot):
+            live_caps[j] = _floor_lots(caps.cap_shares(), ins.lot)
+            if q // ins.lot <= live_caps[j]:
                 continue
             broken = []
             for rule in caps.rules:
@@ -728,7 +748,8 @@ class ReferenceEngine:
             "placed_quantity": 0, "unplaced_quantity": 0, "l1_breaches": [],
             "allocation_breaches": [], "lines": [],
         }
-        lines = self._allocate(order, ins, eligible, px, q_lots, {}) if eligible else []
+        prep = self._prepare(order, ins, eligible, px)
+        lines = self._allocate(order, ins, eligible, prep, q_lots, {}) if eligible else []
         requested = order.quantity
         if requested is None:
             requested = sum(line["quantity"] for line in lines)
@@ -755,8 +776,9 @@ class ReferenceEngine:
                                           f"no live price for {ins.symbol}")]
         else:
             forced: dict[int, tuple[int, dict[str, Any]]] = {}
+            live_caps: dict[int, int] = {}
             for _ in range(len(eligible) + 1):
-                failing = self._layer2(order, ins, eligible, lines, live)
+                failing = self._layer2(order, ins, eligible, lines, live, live_caps)
                 if not failing:
                     break
                 for j, (_caps, broken) in failing.items():
@@ -773,7 +795,7 @@ class ReferenceEngine:
                         if prev is None or c < prev[0]:
                             # the tightest rule always breaks, so a failing lot names one
                             forced[j] = (c, broken[0])
-                lines = self._allocate(order, ins, eligible, px, q_lots, forced)
+                lines = self._allocate(order, ins, eligible, prep, q_lots, forced)
         rejected = bool(breaches) and (
             order.on_lot_failure is LotFailurePolicy.REJECT_BLOCK or not has_live)
         placed = 0

@@ -28,9 +28,9 @@ pub struct Alloc {
 pub type Forced = HashMap<usize, (i64, Check)>;
 
 /// What bound an account's cap.
+#[derive(Debug, Clone)]
 enum Bound {
     Rule(i64, Rule),
-    Fixed(Check),
     /// Its own quantity (fixed shares, gap to target): not a limit.
     Own,
 }
@@ -119,6 +119,57 @@ pub fn weights(
     Ok((w_out, extra))
 }
 
+/// What the accounts bring to one block at one price: weights, caps in lots and what bound
+/// them, minimum lots. Computed once per block; each allocation pass reuses it.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    px: f64,
+    weights: Vec<f64>,
+    caps_lots: Vec<i64>,
+    bound: Vec<Option<Bound>>,
+    min_lots: Vec<i64>,
+    total_w: f64,
+}
+
+/// Evaluates every eligible account's weight and mandate caps for `order` at price `px`.
+pub fn prepare(
+    book: &Book,
+    order: &BlockOrder,
+    k: usize,
+    eligible: &[usize],
+    px: f64,
+) -> CoreResult<Prepared> {
+    let lot = book.instruments[k].lot;
+    let (weights, extra) = weights(book, order, k, eligible, px)?;
+    let n = eligible.len();
+    let mut caps_lots = Vec::with_capacity(n);
+    let mut bound = Vec::with_capacity(n);
+    let mut min_lots = Vec::with_capacity(n);
+    let mut total_w = 0.0;
+    for (j, &i) in eligible.iter().enumerate() {
+        let acct = &book.accounts[i];
+        let caps = account_caps(book, acct, k, order.side, px);
+        let mut c = floor_lots(caps.cap_shares(), lot);
+        let mut b = caps.binding().map(|r| Bound::Rule(caps.reducing, r));
+        if let Some(e) = extra[j] {
+            if e / lot <= c {
+                c = e / lot;
+                b = Some(Bound::Own);
+            }
+        }
+        caps_lots.push(c);
+        bound.push(b);
+        total_w += weights[j];
+        let mtv = book.mandate_of(acct).min_trade_value;
+        min_lots.push(if mtv > 0.0 {
+            (mtv / (px * lot as f64) - LOT_EPS).ceil() as i64
+        } else {
+            0
+        });
+    }
+    Ok(Prepared { px, weights, caps_lots, bound, min_lots, total_w })
+}
+
 /// Splits `q_lots` (None: every account's whole gap, for target weights) over `eligible`
 /// accounts at price `px`, under every mandate cap and the `forced` caps of layer 2.
 pub fn allocate(
@@ -130,34 +181,35 @@ pub fn allocate(
     q_lots: Option<i64>,
     forced: &Forced,
 ) -> CoreResult<Vec<Alloc>> {
-    let ins = &book.instruments[k];
-    let lot = ins.lot;
-    let (weights, extra) = weights(book, order, k, eligible, px)?;
+    let prep = prepare(book, order, k, eligible, px)?;
+    Ok(split(book, order, k, eligible, &prep, q_lots, forced))
+}
+
+/// One allocation pass over prepared accounts, with the extra caps of layer 2 in `forced`.
+pub fn split(
+    book: &Book,
+    order: &BlockOrder,
+    k: usize,
+    eligible: &[usize],
+    prep: &Prepared,
+    q_lots: Option<i64>,
+    forced: &Forced,
+) -> Vec<Alloc> {
+    let lot = book.instruments[k].lot;
+    let px = prep.px;
     let n = eligible.len();
-    let mut caps_lots = vec![0i64; n];
-    let mut bound: Vec<Option<Bound>> = Vec::with_capacity(n);
-    let mut total_w = 0.0;
-    for (j, &i) in eligible.iter().enumerate() {
-        let caps = account_caps(book, &book.accounts[i], k, order.side, px);
-        let mut c = floor_lots(caps.cap_shares(), lot);
-        let mut b = caps.binding().map(|r| Bound::Rule(caps.reducing, r));
-        if let Some(e) = extra[j] {
-            if e / lot <= c {
-                c = e / lot;
-                b = Some(Bound::Own);
+    let weights = &prep.weights;
+    let mut caps_lots = prep.caps_lots.clone();
+    // checks that replace the prepared binding (layer-2 policy, minimum trade size)
+    let mut over: Vec<Option<Check>> = Vec::new();
+    if !forced.is_empty() {
+        over.resize(n, None);
+        for (&j, (f, check)) in forced {
+            if *f <= caps_lots[j] {
+                caps_lots[j] = *f;
+                over[j] = Some(check.clone());
             }
         }
-        if !forced.is_empty() {
-            if let Some((f, check)) = forced.get(&j) {
-                if *f <= c {
-                    c = *f;
-                    b = Some(Bound::Fixed(check.clone()));
-                }
-            }
-        }
-        caps_lots[j] = c;
-        bound.push(b);
-        total_w += weights[j];
     }
     let q_lots = match q_lots {
         Some(q) => q,
@@ -171,19 +223,12 @@ pub fn allocate(
             q
         }
     };
-    let mut min_lots = vec![0i64; n];
-    for (j, &i) in eligible.iter().enumerate() {
-        let mtv = book.mandate_of(&book.accounts[i]).min_trade_value;
-        if mtv > 0.0 {
-            min_lots[j] = (mtv / (px * lot as f64) - LOT_EPS).ceil() as i64;
-        }
-    }
     let mut excluded = vec![false; n];
     let split = loop {
-        let split = waterfill(q_lots, &weights, &caps_lots, &excluded);
+        let split = waterfill(q_lots, weights, &caps_lots, &excluded);
         let mut any = false;
         for j in 0..n {
-            if split.qty[j] > 0 && split.qty[j] < min_lots[j] {
+            if split.qty[j] > 0 && split.qty[j] < prep.min_lots[j] {
                 any = true;
                 excluded[j] = true;
                 let mtv = book.mandate_of(&book.accounts[eligible[j]]).min_trade_value;
@@ -194,7 +239,10 @@ pub fn allocate(
                     "below the mandate's minimum trade value",
                 );
                 check.cap = Some(0.0);
-                bound[j] = Some(Bound::Fixed(check));
+                if over.is_empty() {
+                    over.resize(n, None);
+                }
+                over[j] = Some(check);
             }
         }
         if !any {
@@ -205,18 +253,20 @@ pub fn allocate(
     for j in 0..n {
         let mut binding = None;
         if split.capped[j] || excluded[j] {
-            binding = match &bound[j] {
-                Some(Bound::Fixed(c)) => Some(c.clone()),
-                Some(Bound::Rule(reducing, rule)) => {
-                    Some(rule_check(*reducing, rule, split.want[j] * lot as f64, lot))
-                }
-                Some(Bound::Own) | None => None,
+            binding = match over.get(j).and_then(Option::as_ref) {
+                Some(c) => Some(c.clone()),
+                None => match &prep.bound[j] {
+                    Some(Bound::Rule(reducing, rule)) => {
+                        Some(rule_check(*reducing, rule, split.want[j] * lot as f64, lot))
+                    }
+                    Some(Bound::Own) | None => None,
+                },
             };
         }
         let requested = if order.method == AllocationMethod::TargetWeight {
             weights[j] / lot as f64 // the account's own gap to its target
-        } else if total_w > 0.0 {
-            q_lots as f64 * weights[j] / total_w
+        } else if prep.total_w > 0.0 {
+            q_lots as f64 * weights[j] / prep.total_w
         } else {
             0.0
         };
@@ -228,5 +278,5 @@ pub fn allocate(
             binding,
         });
     }
-    Ok(out)
+    out
 }

@@ -2,13 +2,13 @@
 //! layer 2 for a block, so the intraday path crosses the Python/Rust boundary once per block.
 
 use crate::allocation::caps::floor_lots;
-use crate::allocation::{allocate, Alloc, Forced};
+use crate::allocation::{prepare, split, Alloc, Forced};
 use crate::book::Book;
 use crate::codes::Code;
 use crate::decision::{Check, Decision, Line, LineStatus, Stage, Status};
 use crate::domain::{BlockOrder, BookIn, KillSwitch, LotFailurePolicy, Side};
 use crate::errors::{CoreError, CoreResult};
-use crate::risk::{layer1, layer2, FirmState};
+use crate::risk::{layer1, layer2, FirmState, LIVE_CAP_UNKNOWN};
 
 #[derive(Debug, Clone)]
 pub struct Engine {
@@ -83,10 +83,11 @@ impl Engine {
         let has_live = !live.is_nan();
         let q_lots = order.quantity.map(|q| q / lot);
         let none = Forced::default();
+        let prep = prepare(&self.book, order, k, &eligible, px)?;
         let mut allocs = if eligible.is_empty() {
             Vec::new()
         } else {
-            allocate(&self.book, order, k, &eligible, px, q_lots, &none)?
+            split(&self.book, order, k, &eligible, &prep, q_lots, &none)
         };
         let requested = match order.quantity {
             Some(q) => q,
@@ -148,8 +149,10 @@ impl Engine {
             }
         } else {
             let mut forced = Forced::default();
+            let mut live_caps = vec![LIVE_CAP_UNKNOWN; eligible.len()];
             for _ in 0..=eligible.len() {
-                let failing = layer2(&self.book, order, k, &eligible, &allocs, live);
+                let failing =
+                    layer2(&self.book, order, k, &eligible, &allocs, live, &mut live_caps);
                 if failing.is_empty() {
                     break;
                 }
@@ -182,7 +185,7 @@ impl Engine {
                         }
                     }
                 }
-                allocs = allocate(&self.book, order, k, &eligible, px, q_lots, &forced)?;
+                allocs = split(&self.book, order, k, &eligible, &prep, q_lots, &forced);
             }
         }
         let rejected =

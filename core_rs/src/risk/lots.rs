@@ -14,7 +14,13 @@ pub struct LotFailure {
     pub broken: Vec<Check>,
 }
 
+/// Marks an account whose cap at the live price has not been evaluated in this block yet.
+pub const LIVE_CAP_UNKNOWN: i64 = -1;
+
 /// The lots of `allocs` (indexed like `eligible`) that break a mandate rule at `live`.
+///
+/// `live_caps` keeps each account's cap in lots at the live price across the passes of one
+/// block (the book does not change between them), so a lot is evaluated once.
 pub fn layer2(
     book: &Book,
     order: &BlockOrder,
@@ -22,18 +28,20 @@ pub fn layer2(
     eligible: &[usize],
     allocs: &[Alloc],
     live: f64,
+    live_caps: &mut [i64],
 ) -> Vec<LotFailure> {
     let ins = &book.instruments[k];
     let lot = ins.lot;
     let mut out = Vec::new();
     for (j, &i) in eligible.iter().enumerate() {
         let q = allocs[j].quantity;
-        if q == 0 {
+        if q == 0 || (live_caps[j] != LIVE_CAP_UNKNOWN && q / lot <= live_caps[j]) {
             continue;
         }
         let acct = &book.accounts[i];
         let caps = account_caps(book, acct, k, order.side, live);
-        if q / lot <= floor_lots(caps.cap_shares(), lot) {
+        live_caps[j] = floor_lots(caps.cap_shares(), lot);
+        if q / lot <= live_caps[j] {
             continue;
         }
         let mut broken = Vec::new();

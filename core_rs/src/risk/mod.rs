@@ -5,4 +5,4 @@ pub mod firm;
 pub mod lots;
 
 pub use firm::{layer1, FirmState};
-pub use lots::{layer2, LotFailure};
+pub use lots::{layer2, LotFailure, LIVE_CAP_UNKNOWN};
