@@ -47,9 +47,10 @@ pub enum LineStatus {
     Zero,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct Line {
-    pub account_id: Arc<str>,
+    /// Position of the account in the decision's `account_ids`.
+    pub account: usize,
     /// The method's weight for the account (net liquidation, ratio, gap in shares, ...).
     pub weight: f64,
     /// Unconstrained pro-rata share, in shares.
@@ -83,8 +84,11 @@ pub enum Stage {
     L2,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// Serialised by `to_json`, which resolves each line's account id.
+#[derive(Debug, Clone)]
 pub struct Decision {
+    /// The book's account ids when the block was decided, shared rather than copied per line.
+    pub account_ids: Arc<Vec<Arc<str>>>,
     pub order_id: String,
     pub journey_id: String,
     pub strategy: String,
@@ -103,8 +107,75 @@ pub struct Decision {
     pub lines: Vec<Line>,
 }
 
+/// A line with its account id, for output.
+#[derive(Serialize)]
+struct LineOut<'a> {
+    account_id: &'a str,
+    weight: f64,
+    requested: f64,
+    ideal: f64,
+    allocated: i64,
+    quantity: i64,
+    binding: &'a Option<Check>,
+    l2_breaches: &'a [Check],
+    status: LineStatus,
+}
+
 impl Decision {
+    pub fn account_id(&self, line: &Line) -> &str {
+        &self.account_ids[line.account]
+    }
+
     pub fn to_json(&self) -> String {
-        serde_json::to_string(self).expect("a decision always serialises")
+        #[derive(Serialize)]
+        struct Out<'a> {
+            order_id: &'a str,
+            journey_id: &'a str,
+            strategy: &'a str,
+            symbol: &'a str,
+            side: &'a str,
+            status: Status,
+            stage: Option<Stage>,
+            reference_price: f64,
+            live_price: Option<f64>,
+            requested_quantity: i64,
+            placed_quantity: i64,
+            unplaced_quantity: i64,
+            l1_breaches: &'a [Check],
+            allocation_breaches: &'a [Check],
+            lines: Vec<LineOut<'a>>,
+        }
+        let out = Out {
+            order_id: &self.order_id,
+            journey_id: &self.journey_id,
+            strategy: &self.strategy,
+            symbol: &self.symbol,
+            side: self.side,
+            status: self.status,
+            stage: self.stage,
+            reference_price: self.reference_price,
+            live_price: self.live_price,
+            requested_quantity: self.requested_quantity,
+            placed_quantity: self.placed_quantity,
+            unplaced_quantity: self.unplaced_quantity,
+            l1_breaches: &self.l1_breaches,
+            allocation_breaches: &self.allocation_breaches,
+            lines: self
+                .lines
+                .iter()
+                .map(|l| LineOut {
+                    account_id: self.account_id(l),
+                    weight: l.weight,
+                    requested: l.requested,
+                    ideal: l.ideal,
+                    allocated: l.allocated,
+                    quantity: l.quantity,
+                    binding: &l.binding,
+                    l2_breaches: &l.l2_breaches,
+                    status: l.status,
+                })
+                .collect(),
+        };
+        serde_json::to_string(&out).expect("a decision always serialises")
     }
 }

@@ -204,6 +204,8 @@ pub struct Book {
     pub mandate_idx: HashMap<String, usize>,
     pub accounts: Vec<Account>,
     pub account_idx: HashMap<String, usize>,
+    /// Account ids in book order, shared with the decisions made on this book.
+    pub account_ids: Arc<Vec<Arc<str>>>,
     /// Live mark per instrument; NaN when none has been seen.
     pub prices: Vec<f64>,
     /// Sum over accounts of each instrument's position.
@@ -243,6 +245,7 @@ impl Book {
             mandate_idx: HashMap::default(),
             accounts: Vec::with_capacity(input.accounts.len()),
             account_idx: HashMap::default(),
+            account_ids: Arc::new(Vec::new()),
             prices: Vec::new(),
             firm_pos: Vec::new(),
             firm_work: Vec::new(),
@@ -513,6 +516,7 @@ impl Book {
             }
             None => {
                 self.account_idx.insert(id.clone(), self.accounts.len());
+                Arc::make_mut(&mut self.account_ids).push(account.account_id.clone());
                 self.accounts.push(account);
             }
         }

@@ -94,6 +94,7 @@ impl Engine {
             None => allocs.iter().map(|a| a.quantity).sum(),
         };
         let mut decision = Decision {
+            account_ids: self.book.account_ids.clone(),
             order_id: order.order_id.clone(),
             journey_id: order.journey_id.clone(),
             strategy: order.strategy.clone(),
@@ -212,7 +213,7 @@ impl Engine {
                 LineStatus::Zero
             };
             lines.push(Line {
-                account_id: self.book.accounts[eligible[j]].account_id.clone(),
+                account: eligible[j],
                 weight,
                 requested,
                 ideal,

@@ -258,7 +258,7 @@ impl Decision {
             .lines
             .iter()
             .filter(|l| l.quantity > 0)
-            .map(|l| (l.account_id.to_string(), l.quantity))
+            .map(|l| (self.inner.account_id(l).to_owned(), l.quantity))
             .collect()
     }
 
