@@ -85,9 +85,10 @@ def test_equal_example_residue_goes_in_book_order() -> None:
 
 def test_equal_remainders_go_to_the_larger_weight_first() -> None:
     # 2 lots over weights 1:3 -> ideal 0.5 / 1.5: equal remainders, the larger weight wins.
-    d = decide(Engine(make_book([1e6, 1e6])),
-               order(quantity=2, method="ratios", ratios={"A0": 1, "A1": 3}))
-    assert qty(d) == [0, 2]
+    o = order(quantity=2, method="ratios", ratios={"A0": 1, "A1": 3})
+    assert qty(decide(Engine(make_book([1e6, 1e6])), o)) == [0, 2]
+    ref = Decision.model_validate(ReferenceEngine(make_book([1e6, 1e6])).process(o, as_of=T0))
+    assert qty(ref) == [0, 2]
 
 
 def test_percent_and_shares_methods() -> None:
