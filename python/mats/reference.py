@@ -870,12 +870,12 @@ def _waterfill(q_lots: int, weights: list[float], caps: list[int], excluded: lis
     pro-rata share of what is left reaches its cap is capped and leaves the pool; the first that
     does not ends the sweep, and every account after it gets its pro-rata share of the remainder.
     Rounding floors every ideal, then hands the lots left over one each to the largest remainders;
-    ties go to the larger weight, then to the earlier account in book order.
+    ties go to the larger weight, then to the earlier account in book order. When the block covers
+    every cap, each account simply takes its cap.
     """
     n = len(weights)
     out = _Fill([0] * n, [0.0] * n, [0.0] * n, [False] * n)
     live = [j for j in range(n) if not excluded[j] and weights[j] > 0.0]
-    order = sorted(live, key=lambda j: (caps[j] / weights[j], j))
     rem_q = float(q_lots)
     rem_w = 0.0
     for j in live:
@@ -884,6 +884,16 @@ def _waterfill(q_lots: int, weights: list[float], caps: list[int], excluded: lis
     for j in live:
         cap_total += caps[j]
     target = q_lots if q_lots < cap_total else cap_total
+    if q_lots >= cap_total:
+        # the block covers every cap: each account takes its cap, and wants its plain
+        # pro-rata share of the block
+        for j in live:
+            out.ideal[j] = float(caps[j])
+            out.want[j] = rem_q * weights[j] / rem_w
+            out.capped[j] = True
+            out.qty[j] = caps[j]
+        return out
+    order = sorted(live, key=lambda j: (caps[j] / weights[j], j))
     k = 0
     while k < len(order):
         j = order[k]

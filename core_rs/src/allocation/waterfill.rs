@@ -20,7 +20,8 @@ pub struct Split {
 /// proportion; the first that fits ends the sweep (every later one fits too, since the level only
 /// rises). Rounding floors every ideal and hands the lots left over one each to the largest
 /// remainders; ties go to the larger weight, then to the earlier account in book order. Sorting
-/// makes the cost N log N in accounts.
+/// makes the cost N log N in accounts. When the block covers every cap, each account simply
+/// takes its cap.
 pub fn waterfill(q_lots: i64, weights: &[f64], caps: &[i64], excluded: &[bool]) -> Split {
     let n = weights.len();
     let mut out =
@@ -35,6 +36,17 @@ pub fn waterfill(q_lots: i64, weights: &[f64], caps: &[i64], excluded: &[bool]) 
     for &j in &live {
         cap_total += caps[j];
     }
+    if q_lots >= cap_total {
+        // The block covers every cap: each account takes its cap, and wants its plain pro-rata
+        // share of the block.
+        for &j in &live {
+            out.ideal[j] = caps[j] as f64;
+            out.want[j] = rem_q * weights[j] / rem_w;
+            out.capped[j] = true;
+            out.qty[j] = caps[j];
+        }
+        return out;
+    }
     // Sweep order: cap/weight ascending, then book order. When no account's first pro-rata share
     // reaches its cap the sweep would stop at its first account, so the order does not matter
     // and the sort is skipped (same result, computed with the same expression).
@@ -45,8 +57,9 @@ pub fn waterfill(q_lots: i64, weights: &[f64], caps: &[i64], excluded: &[bool]) 
         keyed.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
         keyed.into_iter().map(|(_, j)| j).collect()
     } else {
-        live.clone()
+        Vec::new()
     };
+    let order: &[usize] = if any_capped { &order } else { &live };
     let target = if q_lots < cap_total { q_lots } else { cap_total };
     let mut k = 0;
     while k < order.len() {
@@ -99,7 +112,7 @@ pub fn waterfill(q_lots: i64, weights: &[f64], caps: &[i64], excluded: &[bool]) 
         keyed.sort_unstable_by(by_rank);
         let mut cand: Vec<usize> = keyed.into_iter().map(|k| k.2).collect();
         while left > 0 && !cand.is_empty() {
-            let mut next = Vec::new();
+            let mut next = Vec::with_capacity(cand.len());
             for &j in &cand {
                 if left == 0 {
                     break;
