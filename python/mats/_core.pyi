@@ -24,6 +24,12 @@ class Engine:
         """Books an execution for one account."""
     def release(self, account_id: str, symbol: str, side: str, quantity: int) -> None:
         """Releases working quantity that will not fill (cancelled or expired)."""
+    def execution(
+        self, order_id: str, exec_id: str, quantity: int, price: float
+    ) -> list[tuple[str, int, int, float, float]] | None:
+        """Hands an execution of an accepted block to its accounts and books their shares."""
+    def close_block(self, order_id: str, reason: str) -> list[tuple[str, int, int, int, bool]]:
+        """Ends a block: (account_id, allocated, filled, shortfall, carried) per account."""
     def set_kill_switch(self, mode: str) -> None: ...
     @property
     def kill_switch(self) -> str: ...

@@ -6,7 +6,16 @@ from collections.abc import Mapping
 from datetime import datetime
 
 from mats import _core
-from mats.models import Account, BlockOrder, Book, Decision, KillSwitch, Side
+from mats.models import (
+    Account,
+    AccountFill,
+    BlockOrder,
+    Book,
+    Decision,
+    KillSwitch,
+    Shortfall,
+    Side,
+)
 
 
 def load_decision(native: _core.Decision) -> Decision:
@@ -60,6 +69,24 @@ class Engine:
 
     def release(self, account_id: str, symbol: str, side: Side | str, quantity: int) -> None:
         self._native.release(account_id, symbol, str(side), quantity)
+
+    def execution(self, order_id: str, exec_id: str, quantity: int,
+                  price: float) -> list[AccountFill] | None:
+        """Hands an execution of an accepted block to its accounts at the block's average price.
+
+        Books each account's share (position, cash, working quantity). Returns the accounts'
+        fills, or None when ``exec_id`` was booked before (a redelivered execution report).
+        """
+        out = self._native.execution(order_id, exec_id, quantity, price)
+        if out is None:
+            return None
+        return [AccountFill(account_id=a, quantity=q, filled=f, avg_price=p, cash_delta=c)
+                for a, q, f, p, c in out]
+
+    def close_block(self, order_id: str, reason: str = "done") -> list[Shortfall]:
+        """Ends a block (``done``, ``cancelled``, ``expired``); returns every shortfall."""
+        return [Shortfall(account_id=a, allocated=al, filled=f, shortfall=s, carried=c)
+                for a, al, f, s, c in self._native.close_block(order_id, reason)]
 
     def set_kill_switch(self, mode: KillSwitch | str) -> None:
         self._native.set_kill_switch(str(mode))

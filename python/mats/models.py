@@ -330,6 +330,26 @@ class Decision(Frozen):
     lines: list[AllocationLine] = Field(default_factory=list)
 
 
+class AccountFill(Frozen):
+    """One account's share of one execution of its block, at the block's average price."""
+
+    account_id: str
+    quantity: int
+    filled: int
+    avg_price: float
+    cash_delta: float
+
+
+class Shortfall(Frozen):
+    """An account's unfilled allocation when its block closed; ``carried`` goes to end of day."""
+
+    account_id: str
+    allocated: int
+    filled: int
+    shortfall: int
+    carried: bool
+
+
 class AllocateRequest(Frozen):
     """Input of ``mats allocate``: a book (inline, or a folder path) and the block orders to run."""
 

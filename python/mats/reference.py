@@ -182,6 +182,7 @@ class ReferenceEngine:
         self.risk: RiskConfig = book.risk
         self.kill_switch = book.risk.kill_switch
         self.seen_orders: set[str] = set()
+        self.blocks: dict[str, _BlockFills] = {}
         self.seen_journeys: set[str] = set()
         self.throttle_log: dict[str, list[float]] = {}
 
@@ -552,7 +553,7 @@ class ReferenceEngine:
                 if fixed[j] is not None:
                     binding = fixed[j] or None
                 elif rules[j] is not None:
-                    caps, rule = rules[j]  # type: ignore[misc]
+                    caps, rule = rules[j]
                     binding = caps.check_of(rule, wf.want[j] * lot, lot)
             if order.method is AllocationMethod.TARGET_WEIGHT:
                 requested = weights[j] / lot  # the account's own gap to its target
@@ -839,11 +840,14 @@ class ReferenceEngine:
     def _reserve(self, order: BlockOrder, ins: _Instrument, eligible: list[int],
                  lines: list[dict[str, Any]], live: float) -> None:
         px = order.limit_price if order.limit_price is not None else live
+        fill_lines = []
         for j, i in enumerate(eligible):
             q = lines[j]["quantity"]
             if q == 0:
                 continue
             acct = self.accounts[i]
+            fill_lines.append(_FillLine(acct.account_id, q, acct.mandate.fill_policy.value,
+                                        acct.mandate.fill_priority))
             oo = acct.open_orders.setdefault(ins.idx, _OpenOrders())
             if order.side is Side.BUY:
                 oo.buy += q
@@ -852,6 +856,56 @@ class ReferenceEngine:
             else:
                 oo.sell += q
             self.firm_work[ins.idx] += order.side.sign * q
+        self.blocks[order.order_id] = _BlockFills(order.order_id, ins.symbol, order.side,
+                                                  fill_lines)
+
+    def execution(self, order_id: str, exec_id: str, quantity: int, price: float
+                  ) -> list[dict[str, Any]] | None:
+        """Hands an execution of a block to its accounts and books each account's share."""
+        block = self.blocks.get(order_id)
+        if block is None:
+            raise OrderError(f"no open block with order id {order_id!r}", ("order_id",))
+        fills = block.execution(exec_id, quantity, price)
+        if fills is None:
+            return None
+        k = self.by_symbol[block.symbol].idx
+        for f in fills:
+            acct = self._account(f["account_id"])
+            self._book_allocation(acct, k, block.side, f["quantity"], f["cash_delta"], price)
+        return fills
+
+    def close_block(self, order_id: str, reason: str = "done") -> list[dict[str, Any]]:
+        block = self.blocks.get(order_id)
+        if block is None:
+            raise OrderError(f"no open block with order id {order_id!r}", ("order_id",))
+        if block.closed is not None:
+            raise OrderError(f"block {order_id} is already closed")
+        if reason not in ("done", "cancelled", "expired"):
+            raise OrderError(f"close reason must be done, cancelled or expired, not {reason!r}")
+        out = block.close(reason)
+        k = self.by_symbol[block.symbol].idx
+        for s in out:
+            if s["shortfall"] > 0:
+                self._release(self._account(s["account_id"]), k, block.side, s["shortfall"])
+        return out
+
+    def _book_allocation(self, acct: _Account, k: int, side: Side, qty: int,
+                         cash_delta: float, price: float) -> None:
+        if math.isnan(self.prices[k]):
+            self.prices[k] = price
+        if qty != 0:
+            s = side.sign
+            acct.positions[k] = acct.positions.get(k, 0) + s * qty
+            if acct.positions[k] == 0:
+                del acct.positions[k]
+            acct.positions = dict(sorted(acct.positions.items()))
+            acct.fresh = False
+            self.firm_pos[k] += s * qty
+        acct.cash += cash_delta
+        if acct.cash_account and side is Side.BUY:
+            acct.settled_cash += cash_delta
+        if qty != 0:
+            self._release(acct, k, side, qty)
 
 
 @dataclass
@@ -942,3 +996,139 @@ def _waterfill(q_lots: int, weights: list[float], caps: list[int], excluded: lis
             qty[j] -= 1
             left += 1
     return out
+
+
+# ------------------------------------------------------------------------------ fills
+
+
+def apportion(total: int, weights: list[int]) -> list[int]:
+    """``total`` units in proportion to integer ``weights``, largest remainder (exact)."""
+    out = [0] * len(weights)
+    wsum = sum(weights)
+    if wsum <= 0 or total <= 0:
+        return out
+    rems = []
+    given = 0
+    for j, w in enumerate(weights):
+        out[j], r = divmod(total * w, wsum)
+        given += out[j]
+        rems.append((r, w, j))
+    left = total - given
+    rems.sort(key=lambda t: (-t[0], -t[1], t[2]))
+    for _, _, j in rems:
+        if left == 0:
+            break
+        out[j] += 1
+        left -= 1
+    return out
+
+
+@dataclass
+class _FillLine:
+    account_id: str
+    allocated: int
+    policy: str
+    priority: int
+    filled: int = 0
+    cost_cents: int = 0
+
+
+class _BlockFills:
+    """The fill state of one block (same rules as ``core_rs/src/fills``)."""
+
+    def __init__(self, order_id: str, symbol: str, side: Side, lines: list[_FillLine]) -> None:
+        self.order_id = order_id
+        self.symbol = symbol
+        self.side = side
+        self.lines = lines
+        self.cum_qty = 0
+        self.cum_notional = 0.0
+        self.group_qty = 0
+        self.seen: set[str] = set()
+        self.closed: str | None = None
+
+    def execution(self, exec_id: str, qty: int, price: float) -> list[dict[str, Any]] | None:
+        if exec_id in self.seen:
+            return None
+        if self.closed is not None:
+            raise OrderError(f"block {self.order_id} is closed; execution {exec_id} refused")
+        if qty <= 0 or not (price > 0.0 and math.isfinite(price)):
+            raise OrderError(f"execution {exec_id}: quantity and price must be positive")
+        allocated = sum(line.allocated for line in self.lines)
+        if self.cum_qty + qty > allocated:
+            raise OrderError(f"execution {exec_id} overfills block {self.order_id}")
+        self.seen.add(exec_id)
+        self.cum_qty += qty
+        self.cum_notional += qty * price
+        delta = [0] * len(self.lines)
+        left = qty
+        ranked = sorted((j for j, line in enumerate(self.lines) if line.policy == "priority"),
+                        key=lambda j: (self.lines[j].priority, j))
+        for j in ranked:
+            if left == 0:
+                break
+            room = self.lines[j].allocated - self.lines[j].filled
+            take = room if room < left else left
+            delta[j] += take
+            left -= take
+        if left > 0:
+            self.group_qty += left
+            group = [j for j, line in enumerate(self.lines) if line.policy != "priority"]
+            self._quota(group, left, delta)
+        for j, d in enumerate(delta):
+            self.lines[j].filled += d
+        return self._true_up(delta)
+
+    def _quota(self, group: list[int], q: int, delta: list[int]) -> None:
+        a = sum(self.lines[j].allocated for j in group)
+        if a == 0:
+            return
+        c = self.group_qty
+        given = 0
+        below = []
+        for j in group:
+            line = self.lines[j]
+            exact = c * line.allocated
+            floor = exact // a
+            target = line.filled if line.filled > floor else floor
+            delta[j] += target - line.filled
+            given += target - line.filled
+            gap = exact - target * a
+            if gap > 0 and target < line.allocated:
+                below.append((gap, line.allocated, j))
+        left = q - given
+        if left < 0:
+            raise AssertionError("quota gave more than the execution")  # the invariant broke
+        below.sort(key=lambda t: (-t[0], -t[1], t[2]))
+        for _, _, j in below:
+            if left <= 0:
+                break
+            delta[j] += 1
+            left -= 1
+        for j in group:
+            while left > 0 and self.lines[j].filled + delta[j] < self.lines[j].allocated:
+                delta[j] += 1
+                left -= 1
+
+    def _true_up(self, delta: list[int]) -> list[dict[str, Any]]:
+        total_cents = math.floor(self.cum_notional * 100.0 + 0.5)
+        cents = apportion(total_cents, [line.filled for line in self.lines])
+        avg = self.cum_notional / self.cum_qty
+        sign = -1.0 if self.side is Side.BUY else 1.0
+        out = []
+        for j, line in enumerate(self.lines):
+            change = cents[j] - line.cost_cents
+            if delta[j] == 0 and change == 0:
+                continue
+            line.cost_cents = cents[j]
+            out.append({"account_id": line.account_id, "quantity": delta[j],
+                        "filled": line.filled, "avg_price": avg,
+                        "cash_delta": sign * change / 100.0})
+        return out
+
+    def close(self, reason: str) -> list[dict[str, Any]]:
+        self.closed = reason
+        return [{"account_id": line.account_id, "allocated": line.allocated,
+                 "filled": line.filled, "shortfall": line.allocated - line.filled,
+                 "carried": line.policy == "as_allocated" and line.allocated > line.filled}
+                for line in self.lines]

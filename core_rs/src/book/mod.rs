@@ -36,6 +36,8 @@ pub struct Mandate {
     pub restricted_sector_names: Vec<String>,
     pub min_trade_value: f64,
     pub cash_buffer_pct: f64,
+    pub fill_policy: crate::fills::FillPolicy,
+    pub fill_priority: i64,
     raw_sector_caps: Vec<(String, f64)>,
     raw_restricted_symbols: Vec<String>,
 }
@@ -374,6 +376,12 @@ impl Book {
             restricted_sector_names: m.restricted_sectors.clone(),
             min_trade_value: m.min_trade_value,
             cash_buffer_pct: m.cash_buffer_pct,
+            fill_policy: match m.fill_policy {
+                crate::domain::FillPolicy::ProRata => crate::fills::FillPolicy::ProRata,
+                crate::domain::FillPolicy::Priority => crate::fills::FillPolicy::Priority,
+                crate::domain::FillPolicy::AsAllocated => crate::fills::FillPolicy::AsAllocated,
+            },
+            fill_priority: m.fill_priority,
             raw_sector_caps: m.sector_caps_pct.iter().map(|(k, v)| (k.clone(), *v)).collect(),
             raw_restricted_symbols: m.restricted_symbols.clone(),
         };
@@ -562,7 +570,7 @@ impl Book {
     }
 
     /// Releases working quantity of one account, keeping the firm's working total in step.
-    fn release_working(&mut self, i: usize, k: usize, side: Side, qty: i64) {
+    pub fn release_working(&mut self, i: usize, k: usize, side: Side, qty: i64) {
         let taken = self.accounts[i].release(k, side, qty);
         if taken != 0 {
             self.firm_work[k] -= side.sign() * taken;
@@ -657,6 +665,39 @@ impl Book {
         }
         self.release_working(i, k, side, qty);
         Ok(())
+    }
+
+    /// Books an account's share of a block execution: `qty` shares (positions, working
+    /// quantity, firm) and `cash_delta` (cash; settled cash too for a cash account's buy).
+    pub fn book_allocation(
+        &mut self,
+        i: usize,
+        k: usize,
+        side: Side,
+        qty: i64,
+        cash_delta: f64,
+        price: f64,
+    ) {
+        if self.prices[k].is_nan() {
+            self.prices[k] = price;
+        }
+        self.firm_totals = None;
+        let acct = &mut self.accounts[i];
+        if qty != 0 {
+            let s = side.sign();
+            if acct.add_position(k, s * qty) && !self.holders[k].contains(&i) {
+                self.holders[k].push(i);
+            }
+            self.firm_pos[k] += s * qty;
+        }
+        let acct = &mut self.accounts[i];
+        acct.cash += cash_delta;
+        if acct.cash_account && side == Side::Buy {
+            acct.settled_cash += cash_delta;
+        }
+        if qty != 0 {
+            self.release_working(i, k, side, qty);
+        }
     }
 
     pub fn release(&mut self, account_id: &str, sym: &str, side: Side, qty: i64) -> CoreResult<()> {

@@ -5,7 +5,7 @@ mod book;
 mod order;
 
 pub use book::{
-    AccountIn, AccountType, BookIn, InstrumentIn, InstrumentLimit, KillSwitch, MandateIn,
-    OpenOrdersIn, RiskConfig, Throttle,
+    AccountIn, AccountType, BookIn, FillPolicy, InstrumentIn, InstrumentLimit, KillSwitch,
+    MandateIn, OpenOrdersIn, RiskConfig, Throttle,
 };
 pub use order::{AllocationMethod, BlockOrder, LotFailurePolicy, Side};

@@ -8,17 +8,25 @@ use crate::codes::Code;
 use crate::decision::{Check, Decision, Line, LineStatus, Stage, Status};
 use crate::domain::{BlockOrder, BookIn, KillSwitch, LotFailurePolicy, Side};
 use crate::errors::{CoreError, CoreResult};
+use crate::fills::{AccountFill, BlockFills, CloseReason, Shortfall};
 use crate::risk::{layer1, layer2, FirmState, LIVE_CAP_UNKNOWN};
+use rustc_hash::FxHashMap as HashMap;
 
 #[derive(Debug, Clone)]
 pub struct Engine {
     pub book: Book,
     pub firm: FirmState,
+    /// Fill state of every block accepted with `commit`, by order id.
+    pub blocks: HashMap<String, BlockFills>,
 }
 
 impl Engine {
     pub fn new(book: BookIn) -> CoreResult<Self> {
-        Ok(Engine { book: Book::load(book)?, firm: FirmState::default() })
+        Ok(Engine {
+            book: Book::load(book)?,
+            firm: FirmState::default(),
+            blocks: HashMap::default(),
+        })
     }
 
     pub fn set_kill_switch(&mut self, mode: KillSwitch) {
@@ -248,15 +256,70 @@ impl Engine {
         decision.status = Status::Accepted;
         if commit {
             let res_px = order.limit_price.unwrap_or(live);
+            let mut fill_lines = Vec::new();
             for (j, &i) in eligible.iter().enumerate() {
                 let q = lines[j].quantity;
                 if q > 0 {
                     self.book.reserve(i, k, order.side, q, res_px);
+                    let acct = &self.book.accounts[i];
+                    let m = self.book.mandate_of(acct);
+                    fill_lines.push((acct.account_id.clone(), q, m.fill_policy, m.fill_priority));
                 }
             }
+            let block = BlockFills::new(&order.order_id, &order.symbol, order.side, fill_lines)?;
+            self.blocks.insert(order.order_id.clone(), block);
         }
         decision.lines = lines;
         Ok(decision)
+    }
+
+    /// Hands an execution of a block to its accounts and books each account's share.
+    /// Returns None for an execution id already booked.
+    pub fn execution(
+        &mut self,
+        order_id: &str,
+        exec_id: &str,
+        qty: i64,
+        price: f64,
+    ) -> CoreResult<Option<Vec<AccountFill>>> {
+        let block = self.blocks.get_mut(order_id).ok_or_else(|| {
+            CoreError::order(format!("no open block with order id {order_id:?}")).at(["order_id"])
+        })?;
+        let Some(fills) = block.execution(exec_id, qty, price)? else {
+            return Ok(None);
+        };
+        let k = self.book.symbol(&block.symbol)?;
+        let side = block.side;
+        for f in &fills {
+            let i = self.book.account(&f.account_id)?;
+            self.book.book_allocation(i, k, side, f.quantity, f.cash_delta, price);
+        }
+        Ok(Some(fills))
+    }
+
+    /// Ends a block (done, cancelled, expired): releases what its accounts still had working
+    /// and returns their shortfalls.
+    pub fn close_block(
+        &mut self,
+        order_id: &str,
+        reason: CloseReason,
+    ) -> CoreResult<Vec<Shortfall>> {
+        let block = self.blocks.get_mut(order_id).ok_or_else(|| {
+            CoreError::order(format!("no open block with order id {order_id:?}")).at(["order_id"])
+        })?;
+        if block.closed.is_some() {
+            return Err(CoreError::order(format!("block {order_id} is already closed")));
+        }
+        let shortfalls = block.close(reason);
+        let k = self.book.symbol(&block.symbol)?;
+        let side = block.side;
+        for s in &shortfalls {
+            if s.shortfall > 0 {
+                let i = self.book.account(&s.account_id)?;
+                self.book.release_working(i, k, side, s.shortfall);
+            }
+        }
+        Ok(shortfalls)
     }
 
     pub fn apply_fill(

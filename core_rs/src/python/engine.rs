@@ -11,6 +11,7 @@ use crate::domain::{
 };
 use crate::engine::Engine as CoreEngine;
 use crate::errors::CoreError;
+use crate::fills::CloseReason;
 
 fn now() -> f64 {
     std::time::SystemTime::now()
@@ -75,6 +76,11 @@ fn read_order(obj: &Bound<'_, PyAny>) -> PyResult<BlockOrder> {
         on_lot_failure: py_result(py, LotFailurePolicy::parse(&policy))?,
     })
 }
+
+/// (account_id, quantity, filled, avg_price, cash_delta)
+type FillRow = (String, i64, i64, f64, f64);
+/// (account_id, allocated, filled, shortfall, carried)
+type ShortfallRow = (String, i64, i64, i64, bool);
 
 /// The allocation and risk engine. Holds the book between calls.
 #[pyclass(module = "mats._core")]
@@ -147,6 +153,42 @@ impl Engine {
     ) -> PyResult<()> {
         let side = py_result(py, Side::parse(side))?;
         py_result(py, self.inner.book.release(account_id, symbol, side, quantity))
+    }
+
+    /// Hands an execution of an accepted block to its accounts and books their shares.
+    /// Returns None for an execution id already booked, else one tuple per account touched:
+    /// (account_id, quantity, filled, avg_price, cash_delta).
+    fn execution(
+        &mut self,
+        py: Python<'_>,
+        order_id: &str,
+        exec_id: &str,
+        quantity: i64,
+        price: f64,
+    ) -> PyResult<Option<Vec<FillRow>>> {
+        let fills = py_result(py, self.inner.execution(order_id, exec_id, quantity, price))?;
+        Ok(fills.map(|v| {
+            v.into_iter()
+                .map(|f| {
+                    (f.account_id.to_string(), f.quantity, f.filled, f.avg_price, f.cash_delta)
+                })
+                .collect()
+        }))
+    }
+
+    /// Ends a block: (account_id, allocated, filled, shortfall, carried) per account.
+    fn close_block(
+        &mut self,
+        py: Python<'_>,
+        order_id: &str,
+        reason: &str,
+    ) -> PyResult<Vec<ShortfallRow>> {
+        let reason = py_result(py, CloseReason::parse(reason))?;
+        let out = py_result(py, self.inner.close_block(order_id, reason))?;
+        Ok(out
+            .into_iter()
+            .map(|s| (s.account_id.to_string(), s.allocated, s.filled, s.shortfall, s.carried))
+            .collect())
     }
 
     fn set_kill_switch(&mut self, py: Python<'_>, mode: &str) -> PyResult<()> {
