@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
@@ -20,21 +21,26 @@ fn now() -> f64 {
         .unwrap_or(0.0)
 }
 
-fn attr<'py, T: FromPyObject<'py>>(obj: &Bound<'py, PyAny>, name: &str) -> PyResult<T> {
-    obj.getattr(name)?.extract::<T>().map_err(|e| {
-        to_py(obj.py(), CoreError::order(format!("{name}: {e}")).at([name.to_owned()]))
-    })
+/// Reads attribute `$name` of `$obj` as `$t`; a wrong type is an `OrderError` naming the field.
+/// Names are interned once, so reading an order allocates no attribute-name strings.
+macro_rules! attr {
+    ($obj:expr, $name:literal) => {{
+        let obj = $obj;
+        obj.getattr(intern!(obj.py(), $name))?
+            .extract()
+            .map_err(|e| to_py(obj.py(), CoreError::order(format!("{}: {e}", $name)).at([$name])))
+    }};
 }
 
 /// Reads a block order from any object with the attributes of `mats.models.BlockOrder`.
 fn read_order(obj: &Bound<'_, PyAny>) -> PyResult<BlockOrder> {
     let py = obj.py();
-    let side: String = attr(obj, "side")?;
-    let method: String = attr(obj, "method")?;
+    let side: String = attr!(obj, "side")?;
+    let method: String = attr!(obj, "method")?;
     let method = py_result(py, AllocationMethod::parse(&method))?;
-    let policy: String = attr(obj, "on_lot_failure")?;
-    let ts_obj = obj.getattr("reference_time")?;
-    let reference_ts: f64 = ts_obj.call_method0("timestamp")?.extract()?;
+    let policy: String = attr!(obj, "on_lot_failure")?;
+    let ts_obj = obj.getattr(intern!(py, "reference_time"))?;
+    let reference_ts: f64 = ts_obj.call_method0(intern!(py, "timestamp"))?.extract()?;
     let param_field = match method {
         AllocationMethod::Ratios => Some("ratios"),
         AllocationMethod::Percent => Some("percents"),
@@ -60,19 +66,19 @@ fn read_order(obj: &Bound<'_, PyAny>) -> PyResult<BlockOrder> {
         None => None,
     };
     Ok(BlockOrder {
-        order_id: attr(obj, "order_id")?,
-        journey_id: attr(obj, "journey_id")?,
-        strategy: attr(obj, "strategy")?,
-        symbol: attr(obj, "symbol")?,
+        order_id: attr!(obj, "order_id")?,
+        journey_id: attr!(obj, "journey_id")?,
+        strategy: attr!(obj, "strategy")?,
+        symbol: attr!(obj, "symbol")?,
         side: py_result(py, Side::parse(&side))?,
-        quantity: attr(obj, "quantity")?,
-        target_weight_pct: attr(obj, "target_weight_pct")?,
-        limit_price: attr(obj, "limit_price")?,
-        reference_price: attr(obj, "reference_price")?,
+        quantity: attr!(obj, "quantity")?,
+        target_weight_pct: attr!(obj, "target_weight_pct")?,
+        limit_price: attr!(obj, "limit_price")?,
+        reference_price: attr!(obj, "reference_price")?,
         reference_ts,
         method,
         params,
-        accounts: attr(obj, "accounts")?,
+        accounts: attr!(obj, "accounts")?,
         on_lot_failure: py_result(py, LotFailurePolicy::parse(&policy))?,
     })
 }
