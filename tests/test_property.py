@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from books import T0, books, mandate_breaches, orders
 from mats import Engine
 from mats.errors import MatsError
-from mats.models import Book
+from mats.models import BlockOrder, Book
 from mats.reference import ReferenceEngine
 
 # More examples for a deeper search: MATS_HYPOTHESIS_EXAMPLES=5000 make test
@@ -183,3 +183,47 @@ def test_allocation_invariants(data: st.DataObject) -> None:
         for line in d.lines:
             if line.weight > 0 and line.quantity < line.requested - ins.lot_size:
                 assert line.binding is not None or line.l2_breaches, line
+
+
+def test_long_capping_chains_match_the_reference() -> None:
+    """Caps that bind one account per round exercise the sorted sweep after MAX_ROUNDS."""
+    n = 20
+    # caps[k] = the level left after capping accounts 0..k-1, so each round caps one account
+    # (the last few absorb the rest); with 2**i caps a round caps many at once
+    q0 = 1_000_000
+    chain: list[int] = []
+    for k in range(n - 3):
+        chain.append((q0 - sum(chain)) // (n - k))
+    chain += [q0] * 3
+    assert sorted(chain) == chain
+    _check_chain(chain, [q0, q0 - 5, sum(chain) - 1])
+    _check_chain([2 ** i for i in range(n)], [2 ** n - 2, 2 ** (n - 1) + 7, 3 * n, 1_000])
+
+
+def _check_chain(caps: list[int], quantities: list[int]) -> None:
+    n = len(caps)
+    mandates = [{"mandate_id": f"m{i}", "max_position_shares": caps[i],
+                 "max_gross_leverage": 20.0} for i in range(n)]
+    accounts = [{"account_id": f"A{i:02d}", "account_type": "margin", "mandate_id": f"m{i}",
+                 "net_liq": 1e12, "cash": 1e12, "settled_cash": 1e12, "strategies": ["g"]}
+                for i in range(n)]
+    book = Book.model_validate({
+        "instruments": [{"symbol": "S", "sector": "Tech"}], "mandates": mandates,
+        "accounts": accounts, "prices": {"S": 1.0},
+        "risk": {"default_instrument_limit": {"max_quantity": 10**9, "max_notional": 1e15}}})
+    for q in quantities:
+        o = BlockOrder.model_validate({
+            "order_id": f"O{q}", "journey_id": f"J{q}", "strategy": "g", "symbol": "S",
+            "side": "buy", "quantity": q, "reference_price": 1.0, "reference_time": T0,
+            "method": "equal"})
+        rust = json.loads(Engine(book).process(o, as_of=T0).to_json())
+        ref = ReferenceEngine(book).process(o, as_of=T0)
+        assert_same_decision(rust, ref)
+        got = [line["quantity"] for line in rust["lines"]]
+        assert sum(got) == q
+        # water-filling: every account below its cap has the same share, within one share
+        uncapped = [g for i, g in enumerate(got) if g < caps[i]]
+        if uncapped:
+            assert max(uncapped) - min(uncapped) <= 1
+            # and every capped account's cap is at most that share
+            assert all(g <= max(uncapped) + 1 for i, g in enumerate(got) if g == caps[i])

@@ -35,6 +35,8 @@ REG_T_INITIAL_MARGIN = 0.5
 # Caps are floored to whole lots after adding this slack, so that a cap which is a whole number of
 # lots in exact arithmetic (say 300 shares computed as 299.99999999997) is not cut by one lot.
 LOT_EPS = 1e-9
+# Rounds of simultaneous capping before the accounts still in play are swept in sorted order.
+MAX_ROUNDS = 8
 
 
 RULE_TEXT = {
@@ -920,9 +922,10 @@ def _waterfill(q_lots: int, weights: list[float], caps: list[int], excluded: lis
                ) -> _Fill:
     """Pro-rata split of ``q_lots`` under per-account caps, then largest-remainder rounding.
 
-    The constrained ideal is found by sweeping accounts in order of cap/weight: an account whose
-    pro-rata share of what is left reaches its cap is capped and leaves the pool; the first that
-    does not ends the sweep, and every account after it gets its pro-rata share of the remainder.
+    The constrained ideal is found in rounds: every account whose pro-rata share of what is left
+    reaches its cap is capped (all at one level) and leaves the pool, until no share reaches a
+    cap; after ``MAX_ROUNDS`` rounds the accounts still in play are swept one at a time in order
+    of cap/weight.
     Rounding floors every ideal, then hands the lots left over one each to the largest remainders;
     ties go to the larger weight, then to the earlier account in book order. When the block covers
     every cap, each account simply takes its cap.
@@ -947,20 +950,44 @@ def _waterfill(q_lots: int, weights: list[float], caps: list[int], excluded: lis
             out.capped[j] = True
             out.qty[j] = caps[j]
         return out
-    order = sorted(live, key=lambda j: (caps[j] / weights[j], j))
-    k = 0
-    while k < len(order):
-        j = order[k]
-        share = rem_q * weights[j] / rem_w
-        if share < caps[j]:
+    # rounds of simultaneous capping at one level; after MAX_ROUNDS a sorted sweep
+    active = list(live)
+    rounds = 0
+    settled = False
+    while rounds < MAX_ROUNDS:
+        any_capped = False
+        for j in active:
+            share = rem_q * weights[j] / rem_w
+            if share >= caps[j]:
+                out.ideal[j] = float(caps[j])
+                out.want[j] = share
+                out.capped[j] = True
+                any_capped = True
+        if not any_capped:
+            settled = True
             break
-        out.ideal[j] = float(caps[j])
-        out.want[j] = share
-        out.capped[j] = True
-        rem_q -= caps[j]
-        rem_w -= weights[j]
-        k += 1
-    for j in order[k:]:
+        for j in active:
+            if out.capped[j]:
+                rem_q -= caps[j]
+                rem_w -= weights[j]
+        active = [j for j in active if not out.capped[j]]
+        rounds += 1
+    if not settled:
+        active = sorted(active, key=lambda j: (caps[j] / weights[j], j))
+        k = 0
+        while k < len(active):
+            j = active[k]
+            share = rem_q * weights[j] / rem_w
+            if share < caps[j]:
+                break
+            out.ideal[j] = float(caps[j])
+            out.want[j] = share
+            out.capped[j] = True
+            rem_q -= caps[j]
+            rem_w -= weights[j]
+            k += 1
+        active = active[k:]
+    for j in active:
         share = rem_q * weights[j] / rem_w
         out.want[j] = share
         out.ideal[j] = share if share < caps[j] else float(caps[j])

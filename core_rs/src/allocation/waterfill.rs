@@ -13,15 +13,18 @@ pub struct Split {
     pub capped: Vec<bool>,
 }
 
+/// Rounds of simultaneous capping before the remaining accounts are swept in sorted order.
+pub const MAX_ROUNDS: usize = 8;
+
 /// Splits `q_lots` over accounts in proportion to `weights`, never above `caps`.
 ///
-/// Accounts are swept in order of cap/weight: one whose pro-rata share of what is left reaches
-/// its cap is capped and leaves the pool, and what it could not take goes to the rest in
-/// proportion; the first that fits ends the sweep (every later one fits too, since the level only
-/// rises). Rounding floors every ideal and hands the lots left over one each to the largest
-/// remainders; ties go to the larger weight, then to the earlier account in book order. Sorting
-/// makes the cost N log N in accounts. When the block covers every cap, each account simply
-/// takes its cap.
+/// Water-filling: in rounds, every account whose pro-rata share of what is left reaches its cap
+/// is capped and leaves the pool, and what it could not take goes to the rest in proportion,
+/// until no share reaches a cap (after `MAX_ROUNDS` rounds, the rest are swept one at a time in
+/// order of cap/weight, so the cost stays N log N). Rounding floors every ideal and hands the
+/// lots left over one each to the largest remainders; ties go to the larger weight, then to the
+/// earlier account in book order. When the block covers every cap, each account simply takes
+/// its cap.
 pub fn waterfill(q_lots: i64, weights: &[f64], caps: &[i64], excluded: &[bool]) -> Split {
     let n = weights.len();
     let mut out =
@@ -47,35 +50,61 @@ pub fn waterfill(q_lots: i64, weights: &[f64], caps: &[i64], excluded: &[bool]) 
         }
         return out;
     }
-    // Sweep order: cap/weight ascending, then book order. When no account's first pro-rata share
-    // reaches its cap the sweep would stop at its first account, so the order does not matter
-    // and the sort is skipped (same result, computed with the same expression).
-    let any_capped = live.iter().any(|&j| rem_q * weights[j] / rem_w >= caps[j] as f64);
-    let order: Vec<usize> = if any_capped {
-        let mut keyed: Vec<(f64, usize)> =
-            live.iter().map(|&j| (caps[j] as f64 / weights[j], j)).collect();
-        keyed.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-        keyed.into_iter().map(|(_, j)| j).collect()
-    } else {
-        Vec::new()
-    };
-    let order: &[usize] = if any_capped { &order } else { &live };
     let target = if q_lots < cap_total { q_lots } else { cap_total };
-    let mut k = 0;
-    while k < order.len() {
-        let j = order[k];
-        let share = rem_q * weights[j] / rem_w;
-        if share < caps[j] as f64 {
+    // Rounds: every account whose pro-rata share of what is left reaches its cap is capped
+    // (all at once, at the same level), and what they could not take goes to the rest. The
+    // level only rises, so capped accounts stay capped; a few rounds usually settle it. After
+    // MAX_ROUNDS, the accounts still in play are swept one at a time in order of cap/weight,
+    // which bounds the cost by N log N.
+    let mut active = live.clone();
+    let mut rounds = 0;
+    let mut settled = false;
+    while rounds < MAX_ROUNDS {
+        let mut any = false;
+        for &j in &active {
+            let share = rem_q * weights[j] / rem_w;
+            if share >= caps[j] as f64 {
+                out.ideal[j] = caps[j] as f64;
+                out.want[j] = share;
+                out.capped[j] = true;
+                any = true;
+            }
+        }
+        if !any {
+            settled = true;
             break;
         }
-        out.ideal[j] = caps[j] as f64;
-        out.want[j] = share;
-        out.capped[j] = true;
-        rem_q -= caps[j] as f64;
-        rem_w -= weights[j];
-        k += 1;
+        for &j in &active {
+            if out.capped[j] {
+                rem_q -= caps[j] as f64;
+                rem_w -= weights[j];
+            }
+        }
+        active.retain(|&j| !out.capped[j]);
+        rounds += 1;
     }
-    for &j in &order[k..] {
+    if !settled {
+        let mut keyed: Vec<(f64, usize)> =
+            active.iter().map(|&j| (caps[j] as f64 / weights[j], j)).collect();
+        keyed.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        active = keyed.into_iter().map(|(_, j)| j).collect();
+        let mut k = 0;
+        while k < active.len() {
+            let j = active[k];
+            let share = rem_q * weights[j] / rem_w;
+            if share < caps[j] as f64 {
+                break;
+            }
+            out.ideal[j] = caps[j] as f64;
+            out.want[j] = share;
+            out.capped[j] = true;
+            rem_q -= caps[j] as f64;
+            rem_w -= weights[j];
+            k += 1;
+        }
+        active.drain(..k);
+    }
+    for &j in &active {
         let share = rem_q * weights[j] / rem_w;
         out.want[j] = share;
         out.ideal[j] = if share < caps[j] as f64 { share } else { caps[j] as f64 };
@@ -102,14 +131,16 @@ pub fn waterfill(q_lots: i64, weights: &[f64], caps: &[i64], excluded: &[bool]) 
         let by_rank = |a: &(f64, f64, usize), b: &(f64, f64, usize)| {
             b.0.total_cmp(&a.0).then(b.1.total_cmp(&a.1)).then(a.2.cmp(&b.2))
         };
-        // Only the first `left` in rank order get a lot (one round, the usual case): select
-        // them in linear time and sort just those.
+        // Only the first `left` in rank order get a lot, one each (the usual case): select them
+        // in linear time; their order does not matter. Otherwise every candidate gets lots in
+        // rank order, round after round.
         if (left as usize) < keyed.len() {
             let cut = left as usize;
             keyed.select_nth_unstable_by(cut, by_rank);
             keyed.truncate(cut);
+        } else {
+            keyed.sort_unstable_by(by_rank);
         }
-        keyed.sort_unstable_by(by_rank);
         let mut cand: Vec<usize> = keyed.into_iter().map(|k| k.2).collect();
         while left > 0 && !cand.is_empty() {
             let mut next = Vec::with_capacity(cand.len());
