@@ -188,15 +188,18 @@ def test_allocation_invariants(data: st.DataObject) -> None:
 def test_long_capping_chains_match_the_reference() -> None:
     """Caps that bind one account per round exercise the sorted sweep after MAX_ROUNDS."""
     n = 20
-    # caps[k] = the level left after capping accounts 0..k-1, so each round caps one account
-    # (the last few absorb the rest); with 2**i caps a round caps many at once
-    q0 = 1_000_000
+    # Each cap sits a little below the level left after capping the accounts before it, by a
+    # margin that shrinks faster than the level rises, so each round caps one more account:
+    # more rounds than MAX_ROUNDS, which hands the rest to the sorted sweep.
+    q0 = 10**13
     chain: list[int] = []
-    for k in range(n - 3):
-        chain.append((q0 - sum(chain)) // (n - k))
-    chain += [q0] * 3
-    assert sorted(chain) == chain
-    _check_chain(chain, [q0, q0 - 5, sum(chain) - 1])
+    level, margin = q0 / n, 4e10
+    for _ in range(12):
+        chain.append(int(level - margin))
+        level = (q0 - sum(chain)) / (n - len(chain))
+        margin = margin / (n - len(chain)) * 0.9
+    chain += [q0] * (n - len(chain))
+    _check_chain(chain, [q0, q0 - 5])
     _check_chain([2 ** i for i in range(n)], [2 ** n - 2, 2 ** (n - 1) + 7, 3 * n, 1_000])
 
 
@@ -205,12 +208,12 @@ def _check_chain(caps: list[int], quantities: list[int]) -> None:
     mandates = [{"mandate_id": f"m{i}", "max_position_shares": caps[i],
                  "max_gross_leverage": 20.0} for i in range(n)]
     accounts = [{"account_id": f"A{i:02d}", "account_type": "margin", "mandate_id": f"m{i}",
-                 "net_liq": 1e12, "cash": 1e12, "settled_cash": 1e12, "strategies": ["g"]}
+                 "net_liq": 1e13, "cash": 1e13, "settled_cash": 1e13, "strategies": ["g"]}
                 for i in range(n)]
     book = Book.model_validate({
         "instruments": [{"symbol": "S", "sector": "Tech"}], "mandates": mandates,
         "accounts": accounts, "prices": {"S": 1.0},
-        "risk": {"default_instrument_limit": {"max_quantity": 10**9, "max_notional": 1e15}}})
+        "risk": {"default_instrument_limit": {"max_quantity": 10**14, "max_notional": 1e15}}})
     for q in quantities:
         o = BlockOrder.model_validate({
             "order_id": f"O{q}", "journey_id": f"J{q}", "strategy": "g", "symbol": "S",
