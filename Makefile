@@ -2,10 +2,12 @@
 #
 # Two virtualenvs, because apache-airflow 3.3 and faust-streaming pin
 # incompatible croniter versions:
-#   .venv          streams side: runtime deps + `dev` extra, mats (editable)
+#   .venv          streams side: runtime deps + `dev` and `streams` extras, mats (editable)
 #   .venv-airflow  Airflow 3 side: runtime deps + `airflow` extra, mats (editable)
 # Both import the same extension module, python/mats/_core*.so, which
 # `maturin develop` builds in place (python-source = "python").
+# Kafka (a single-node broker for tests and the demo) runs from Maven Central jars that
+# infra/kafka/pom.xml names; `make kafka-deps` (or `mats kafka up`) fetches them.
 
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
@@ -59,15 +61,15 @@ help: ## Show this help
 		| awk 'BEGIN {FS = ":.*?## "}; {printf "\033[36m%-14s\033[0m %s\n", $$1, $$2}'
 
 .PHONY: venv
-venv: $(VENV_STAMP) ## Create .venv: runtime deps, `dev` extra, mats built and installed editable
+venv: $(VENV_STAMP) ## Create .venv: runtime deps, `dev` and `streams` extras, mats built and installed editable
 
-# `maturin develop --extras dev` installs [project].dependencies and the `dev` extra
+# `maturin develop --extras dev,streams` installs [project].dependencies and those extras
 # from pyproject.toml itself, then installs mats as an editable package.
 $(VENV_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV_BIN)/python -m pip install --upgrade pip
 	$(VENV_BIN)/python -m pip install $(MATURIN_REQ)
-	$(call in_venv,$(VENV)) maturin develop --release --extras dev
+	$(call in_venv,$(VENV)) maturin develop --release --extras dev,streams
 	touch $@
 
 .PHONY: build
@@ -91,8 +93,12 @@ $(AIRFLOW_STAMP): pyproject.toml $(VENV_STAMP)
 	$(AIRFLOW_BIN)/python -c 'import airflow, mats._core; print("airflow", airflow.__version__)'
 	touch $@
 
+.PHONY: kafka-deps
+kafka-deps: venv ## Fetch the Kafka broker's jars (infra/kafka/pom.xml) with Maven, if not there yet
+	$(VENV_BIN)/mats kafka deps
+
 .PHONY: test
-test: venv build venv-airflow ## Everything CI runs: rustfmt, clippy, cargo test, stubtest, ruff, mypy, pytest
+test: venv build venv-airflow kafka-deps ## Everything CI runs: rustfmt, clippy, cargo test, stubtest, ruff, mypy, pytest
 	$(RUST_LINT)
 	cargo test --workspace
 	$(PY_LINT)
@@ -118,8 +124,9 @@ bench: venv build ## Run the core benchmark (bench/core_bench.py)
 	$(VENV_BIN)/python bench/core_bench.py
 
 .PHONY: clean
-clean: ## Remove virtualenvs, build output, stamps, caches and run/
-	rm -rf .venv .venv-airflow target run
+clean: ## Remove virtualenvs, build output, stamps, caches, Kafka jars and run/ (stops Kafka first)
+	if [ -x $(VENV_BIN)/mats ]; then $(VENV_BIN)/mats kafka down; fi
+	rm -rf .venv .venv-airflow target run infra/kafka/lib
 	rm -f python/mats/_core*.so
 	rm -rf .pytest_cache .mypy_cache .ruff_cache .hypothesis
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,7 +1,7 @@
-"""The ``mats`` command: allocate block orders from a JSON request, print JSON schemas.
+"""The ``mats`` command: allocate block orders from a JSON request, print JSON schemas, run Kafka.
 
 Exit status: 0 success; 2 malformed input (the one-line message on stderr names the file and
-field); 1 the output could not be written.
+field); 1 the output could not be written, or Kafka could not be started, reached or stopped.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic.json_schema import JsonSchemaMode
 from pydantic_core import ErrorDetails
 
+from mats import kafka
 from mats.config import (
     format_error,
     load_book,
@@ -108,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("book", metavar="BOOK_DIR", help="the book folder")
     check.add_argument("--orders", metavar="FILE.json", help="a JSON list of block orders")
     check.set_defaults(func=_cmd_check)
+
+    _add_kafka_parser(sub)
     return parser
 
 
@@ -285,6 +288,218 @@ def _cmd_check(args: argparse.Namespace) -> int:
         text += f"; {args.orders}: {len(orders)} block orders"
     return _write(sys.stdout, text + "\n")
 
+
+# ------------------------------------------------------------------------------ kafka
+
+KAFKA_HELP = """\
+The local broker is a single Kafka 4 node in KRaft mode, run from the jars that
+infra/kafka/pom.xml names (fetched with Maven on first use), with its configuration, data, logs
+(logs/server.log) and pid file in the run folder. Its data survives `down` and `up`.
+
+With MATS_KAFKA_BOOTSTRAP (or --bootstrap) set, MATS uses that Kafka instead: `up` creates the
+topics there and `down` has nothing to stop.
+
+environment:
+  MATS_KAFKA_BOOTSTRAP  bootstrap servers of a Kafka to use instead of the local broker
+  MATS_KAFKA_RUN_DIR    the local broker's run folder (default: run/kafka in the checkout)
+  MATS_KAFKA_GATEWAYS   comma-separated gateways, one mats.orders.<gateway> topic each
+  MATS_KAFKA_LIB        a folder of the broker's jars, for an install outside a checkout
+  KAFKA_HEAP_OPTS       the broker JVM's heap options (default: -Xms256m -Xmx1g)
+
+exit status:
+  0  done (`status`: Kafka answers)
+  1  Kafka could not be fetched, started, reached or stopped (`status`: it is not running)
+  2  an option or environment variable is wrong
+"""
+
+
+def _add_kafka_parser(sub: Any) -> None:
+    where = argparse.ArgumentParser(add_help=False)
+    where.add_argument("--run-dir", metavar="DIR",
+                       help="the local broker's run folder (default: $MATS_KAFKA_RUN_DIR, "
+                            "else run/kafka in the checkout)")
+    where.add_argument("--bootstrap", metavar="HOST:PORT[,...]",
+                       help="use this Kafka, not the local broker (default: "
+                            "$MATS_KAFKA_BOOTSTRAP)")
+    gateways = argparse.ArgumentParser(add_help=False)
+    gateways.add_argument("--gateway", action="append", metavar="NAME", dest="gateways",
+                          help="a gateway, one mats.orders.NAME topic each; repeat for more "
+                               "(default: $MATS_KAFKA_GATEWAYS, else "
+                               f"{','.join(kafka.DEFAULT_GATEWAYS)})")
+    as_json = argparse.ArgumentParser(add_help=False)
+    as_json.add_argument("--json", action="store_true", help="print JSON")
+
+    group = sub.add_parser(
+        "kafka", help="start, stop and inspect Kafka and the MATS topics",
+        description="Run a single-node Kafka broker for MATS, or use any Kafka cluster, and "
+                    "keep the MATS topics on it.",
+        epilog=KAFKA_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    group.set_defaults(func=lambda _args: _usage(group))
+    ksub = group.add_subparsers(dest="kafka_command", metavar="ACTION")
+
+    up = ksub.add_parser(
+        "up", parents=[where, gateways],
+        help="start the local broker if needed, wait until it answers, create the topics",
+        description="Fetch the jars if missing, write the configuration, format the storage "
+                    "on first use, start the broker detached, wait until it answers and create "
+                    "the missing topics. With external bootstrap servers, only create the "
+                    "topics.")
+    up.add_argument("--host", help=f"address the broker listens on (default: recorded in the "
+                                   f"run folder, else {kafka.DEFAULT_HOST})")
+    up.add_argument("--port", type=_int, help="client (PLAINTEXT) port; 0 picks a free one "
+                                              f"(default: recorded, else {kafka.DEFAULT_PORT})")
+    up.add_argument("--controller-port", type=_int,
+                    help="KRaft controller port; 0 picks a free one (default: recorded, else "
+                         f"{kafka.DEFAULT_CONTROLLER_PORT})")
+    up.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS",
+                    help="how long to wait for the broker to answer (default: 60)")
+    up.set_defaults(func=_cmd_kafka_up)
+
+    down = ksub.add_parser(
+        "down", parents=[where], help="stop the local broker (its data stays)",
+        description="Stop the local broker: SIGTERM, then SIGKILL if it has not exited after "
+                    "--timeout seconds. Its data stays in the run folder.")
+    down.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS",
+                      help="how long to wait after SIGTERM (default: 30)")
+    down.set_defaults(func=_cmd_kafka_down)
+
+    st = ksub.add_parser(
+        "status", parents=[where, gateways, as_json],
+        help="is Kafka running, where, and its MATS topics against the table",
+        description="Say whether Kafka runs and answers, its bootstrap servers, and every "
+                    "mats.* topic with its partitions and cleanup policy beside the table's. "
+                    "Exit 0 if Kafka answers, 1 if not.")
+    st.set_defaults(func=_cmd_kafka_status)
+
+    topics = ksub.add_parser(
+        "topics", parents=[gateways, as_json], help="print the MATS topic table",
+        description="Print the topics MATS uses: partitions, cleanup policy, retention, key "
+                    "and what each carries. `status` compares a running Kafka with it.")
+    topics.set_defaults(func=_cmd_kafka_topics)
+
+    deps = ksub.add_parser(
+        "deps", help="fetch the broker's jars with Maven (`up` does it when they are missing)",
+        description="Copy the broker's jars named by infra/kafka/pom.xml into infra/kafka/lib, "
+                    "unless they are there already for this pom.")
+    deps.set_defaults(func=_cmd_kafka_deps)
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+
+
+def _usage(parser: argparse.ArgumentParser) -> int:
+    parser.print_help(sys.stderr)
+    return EXIT_INPUT
+
+
+def _kafka_settings(args: argparse.Namespace) -> kafka.KafkaSettings:
+    try:
+        return kafka.settings(run_dir=getattr(args, "run_dir", None),
+                              bootstrap=getattr(args, "bootstrap", None),
+                              gateways=getattr(args, "gateways", None),
+                              host=getattr(args, "host", None), port=getattr(args, "port", None),
+                              controller_port=getattr(args, "controller_port", None))
+    except kafka.KafkaOptionError as e:
+        raise _Refused(str(e)) from None  # "--port: 70000 is not a TCP port ..."
+
+
+def _say(text: str) -> None:
+    print(f"kafka: {text}", file=sys.stderr, flush=True)
+
+
+def _kafka_failed(e: kafka.KafkaRunError) -> int:
+    _error(str(e))
+    return EXIT_FAILURE
+
+
+def _cmd_kafka_up(args: argparse.Namespace) -> int:
+    cfg = _kafka_settings(args)
+    if args.timeout <= 0:
+        raise _Refused(f"--timeout: {args.timeout} is not a positive number of seconds")
+    kafka.quiet_client_logs()
+    try:
+        st = kafka.up(cfg, timeout=args.timeout, announce=_say)
+    except kafka.KafkaRunError as e:
+        return _kafka_failed(e)
+    if st.managed:
+        verb = "started" if st.started else "already running"
+        head = f"{verb}, pid {st.pid}, bootstrap {st.bootstrap}, run dir {st.run_dir}"
+    else:
+        head = f"using {st.bootstrap}"
+    lines = [f"kafka: {head}",
+             f"topics: {len(st.created)} created, {len(st.topics) - len(st.created)} there "
+             "already"]
+    for problem in st.problems():
+        _say(f"warning: {problem}")
+    return _write(sys.stdout, "\n".join(lines) + "\n")
+
+
+def _cmd_kafka_down(args: argparse.Namespace) -> int:
+    cfg = _kafka_settings(args)
+    if not cfg.managed:
+        return _write(sys.stdout, f"kafka: {cfg.bootstrap} is not run by mats: nothing to "
+                                  "stop\n")
+    try:
+        pid, killed = kafka.down(cfg, timeout=args.timeout)
+    except kafka.KafkaRunError as e:
+        return _kafka_failed(e)
+    if pid is None:
+        text = f"not running (run dir {cfg.run_dir})"
+    elif killed:
+        text = f"pid {pid} did not stop within {args.timeout:g}s after SIGTERM: killed"
+    else:
+        text = f"stopped (pid {pid})"
+    return _write(sys.stdout, f"kafka: {text}\n")
+
+
+def _cmd_kafka_status(args: argparse.Namespace) -> int:
+    cfg = _kafka_settings(args)
+    kafka.quiet_client_logs()
+    try:
+        st = kafka.status(cfg)
+    except kafka.KafkaRunError as e:
+        return _kafka_failed(e)
+    code = EXIT_OK if st.reachable else EXIT_FAILURE
+    if args.json:
+        _write(sys.stdout, json.dumps(st.as_dict(), indent=2) + "\n")
+        return code
+    if st.managed:
+        state = (f"running, pid {st.pid}" if st.reachable else
+                 f"not answering, pid {st.pid}" if st.pid else "stopped")
+        version = f" (Kafka {st.version})" if st.version else ""
+        lines = [f"kafka      {state}{version}", f"run dir    {st.run_dir}"]
+    else:
+        lines = [f"kafka      external, {'answering' if st.reachable else 'not answering'}"]
+    lines.append(f"bootstrap  {st.bootstrap}")
+    if st.reachable:
+        problems = st.problems()
+        lines.append(f"topics     {sum(t.exists for t in st.topics)} "
+                     + (f"({len(problems)} differ from the table)" if problems
+                        else "(as in the table)"))
+        for t in st.topics:
+            shape = (f"{t.partitions:>3}  {t.cleanup_policy}" if t.exists else "  -  -")
+            notes = "; ".join(t.problems()) or ("" if t.spec else "not in the table")
+            lines.append(f"  {t.name:<28}{shape:<14}{notes}".rstrip())
+    _write(sys.stdout, "\n".join(lines) + "\n")
+    return code
+
+
+def _cmd_kafka_topics(args: argparse.Namespace) -> int:
+    specs = _kafka_settings(args).specs()
+    text = kafka.specs_as_json(specs) if args.json else kafka.topics_table(specs)
+    return _write(sys.stdout, text)
+
+
+def _cmd_kafka_deps(args: argparse.Namespace) -> int:
+    try:
+        lib = kafka.fetch_jars(_kafka_settings(args), announce=_say)
+    except kafka.KafkaRunError as e:
+        return _kafka_failed(e)
+    return _write(sys.stdout, f"kafka: Kafka {kafka.kafka_version(lib)} jars in {lib}\n")
 
 if __name__ == "__main__":
     sys.exit(main())
