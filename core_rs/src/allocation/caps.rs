@@ -2,12 +2,13 @@
 //!
 //! A trade of `x` shares splits into a reducing part (closing an opposite position: never capped,
 //! it lowers risk) and an adding part. Each rule caps the adding part; the account's cap is the
-//! reducing part plus the smallest of those caps. The same function serves allocation (at the
-//! block's reference price) and layer-2 risk (at the live price).
+//! reducing part plus the smallest of those caps. The same rules serve allocation (at the
+//! block's reference price) and layer-2 risk (at the live price): an account's position and
+//! exposures are gathered once per block (`Ctx`), then its caps are evaluated at each price.
 
 use std::borrow::Cow;
 
-use crate::book::{Account, Book};
+use crate::book::{Account, Book, Mandate};
 use crate::codes::Code;
 use crate::decision::Check;
 use crate::domain::Side;
@@ -36,40 +37,88 @@ pub fn floor_lots(shares: f64, lot: i64) -> i64 {
     }
 }
 
-/// One mandate rule for one account. `e_cap` is the most shares it lets the account add;
-/// `base + added * per_share` is the measure compared with `limit`, in the limit's unit.
+/// What the mandate rules read of one account for one block: gathered once, evaluated at
+/// any price.
 #[derive(Debug, Clone, Copy)]
-pub struct Rule {
-    pub code: Code,
-    pub e_cap: f64,
-    pub limit: f64,
-    pub base: f64,
-    pub per_share: f64,
+pub struct Ctx {
+    pub mandate: usize,
+    /// Position in the order's symbol, and the working quantity on the order's side added.
+    pub pos: i64,
+    /// Shares of the trade that only reduce an opposite (working) position.
+    pub reducing: i64,
+    /// Same-direction exposure already held or working, in shares.
+    pub e0: i64,
+    pub nav: f64,
+    /// Gross exposure at marks of the account's other symbols, and of those in the sector.
+    pub gross_other: f64,
+    pub sector_other: f64,
+    pub restricted_symbol: bool,
+    pub restricted_sector: bool,
+    pub short_ban: bool,
+    pub cash_account: bool,
+    pub sell: bool,
+    pub sector_cap_pct: Option<f64>,
+    /// Settled cash less pending withdrawals, reserved cash and buffer (cash accounts).
+    pub funds: f64,
+    /// Net liquidation less pending withdrawals and buffer (margin accounts).
+    pub equity: f64,
+    pub reserved_cash: f64,
+}
+
+/// Gathers what the rules need of `acct` for trading instrument `k` on `side`. The account's
+/// exposure totals must be fresh (`Book::refresh_exposures`).
+pub fn context(book: &Book, acct: &Account, k: usize, side: Side) -> Ctx {
+    let ins = &book.instruments[k];
+    let m = &book.mandates[acct.mandate];
+    let s = side.sign();
+    let pos = acct.position(k);
+    let eff = match (side, acct.open(k)) {
+        (Side::Buy, Some(o)) => pos + o.buy,
+        (Side::Sell, Some(o)) => pos - o.sell,
+        (_, None) => pos,
+    };
+    // the account's totals less the symbol's own part, at marks
+    let own = if pos != 0 { pos.abs() as f64 * book.prices[k] } else { 0.0 };
+    let nav = acct.net_liq;
+    let buffer = m.cash_buffer_pct / 100.0 * nav;
+    Ctx {
+        mandate: acct.mandate,
+        pos,
+        reducing: if -s * eff > 0 { -s * eff } else { 0 },
+        e0: if s * eff > 0 { s * eff } else { 0 },
+        nav,
+        gross_other: acct.gross - own,
+        sector_other: acct.sector_gross[ins.sector_idx] - own,
+        restricted_symbol: m.restricted_symbols.contains(&k),
+        restricted_sector: m.restricted_sectors.contains(&ins.sector_idx),
+        short_ban: s < 0 && (acct.cash_account || !m.allow_short),
+        cash_account: acct.cash_account,
+        sell: s < 0,
+        sector_cap_pct: m.sector_cap(ins.sector_idx),
+        funds: acct.settled_cash - acct.pending_withdrawals - acct.reserved_cash - buffer,
+        equity: nav - acct.pending_withdrawals - buffer,
+        reserved_cash: acct.reserved_cash,
+    }
 }
 
 const MAX_RULES: usize = 9;
 
-/// Every rule's room for one account: no allocation on the hot path.
+/// Every rule's room (shares it lets the account add) for one account at one price.
 #[derive(Debug, Clone, Copy)]
 pub struct Caps {
     pub reducing: i64,
-    rules: [Rule; MAX_RULES],
+    rules: [(Code, f64); MAX_RULES],
     n: usize,
 }
 
 impl Caps {
-    fn new(reducing: i64) -> Self {
-        let empty =
-            Rule { code: Code::GrossLeverage, e_cap: 0.0, limit: 0.0, base: 0.0, per_share: 0.0 };
-        Caps { reducing, rules: [empty; MAX_RULES], n: 0 }
-    }
-
-    fn push(&mut self, rule: Rule) {
-        self.rules[self.n] = rule;
+    fn push(&mut self, code: Code, e_cap: f64) {
+        self.rules[self.n] = (code, e_cap);
         self.n += 1;
     }
 
-    pub fn rules(&self) -> &[Rule] {
+    /// (code, shares the rule lets the account add), in rule order.
+    pub fn rules(&self) -> &[(Code, f64)] {
         &self.rules[..self.n]
     }
 
@@ -79,53 +128,134 @@ impl Caps {
         let Some(first) = rules.first() else {
             return f64::INFINITY;
         };
-        let mut m = first.e_cap;
+        let mut m = first.1;
         for r in &rules[1..] {
-            if r.e_cap < m {
-                m = r.e_cap;
+            if r.1 < m {
+                m = r.1;
             }
         }
         self.reducing as f64 + if m > 0.0 { m } else { 0.0 }
     }
 
     /// The tightest rule (first in rule order on ties).
-    pub fn binding(&self) -> Option<Rule> {
-        let mut best: Option<Rule> = None;
-        for r in self.rules() {
-            if best.is_none_or(|b| r.e_cap < b.e_cap) {
-                best = Some(*r);
+    pub fn binding(&self) -> Option<Code> {
+        let mut best: Option<(Code, f64)> = None;
+        for &r in self.rules() {
+            if best.is_none_or(|b| r.1 < b.1) {
+                best = Some(r);
             }
         }
-        best
-    }
-
-    /// The rule as a reported check, its measure evaluated for an order of `qty` shares.
-    pub fn check_of(&self, rule: &Rule, qty: f64, lot: i64) -> Check {
-        rule_check(self.reducing, rule, qty, lot)
+        best.map(|b| b.0)
     }
 }
 
-/// A rule as a reported check for an account whose trade has `reducing` reducing shares: its
-/// measure after `qty` shares, and its cap in whole lots.
-pub fn rule_check(reducing: i64, rule: &Rule, qty: f64, lot: i64) -> Check {
-    let mut added = qty - reducing as f64;
+/// Every mandate rule's room for the account of `c` at price `px`.
+pub fn caps_at(c: &Ctx, m: &Mandate, px: f64) -> Caps {
+    let mut caps =
+        Caps { reducing: c.reducing, rules: [(Code::GrossLeverage, 0.0); MAX_RULES], n: 0 };
+    let e0f = c.e0 as f64;
+    if c.restricted_symbol {
+        caps.push(Code::RestrictedSymbol, 0.0);
+    }
+    if c.restricted_sector {
+        caps.push(Code::RestrictedSector, 0.0);
+    }
+    if c.short_ban {
+        caps.push(Code::ShortSaleNotAllowed, 0.0);
+    }
+    if let Some(pct) = m.max_position_pct {
+        caps.push(Code::MaxPositionPct, pct / 100.0 * c.nav / px - e0f);
+    }
+    if let Some(max_sh) = m.max_position_shares {
+        caps.push(Code::MaxPositionShares, (max_sh - c.e0) as f64);
+    }
+    if let Some(cap_pct) = c.sector_cap_pct {
+        caps.push(Code::SectorCap, (cap_pct / 100.0 * c.nav - c.sector_other) / px - e0f);
+    }
+    caps.push(Code::GrossLeverage, (m.max_gross_leverage * c.nav - c.gross_other) / px - e0f);
+    if c.cash_account {
+        // a cash account never adds on the sell side (no shorts), so cash binds buys only
+        if !c.sell {
+            caps.push(Code::SettledCash, c.funds / px);
+        }
+    } else {
+        caps.push(Code::BuyingPower, buying_power(c, px) / px);
+    }
+    caps
+}
+
+/// Reg T buying power of a margin account: twice the equity above initial margin on its
+/// positions (the order's symbol at `px`) and on its reserved cash.
+fn buying_power(c: &Ctx, px: f64) -> f64 {
+    let im = REG_T_INITIAL_MARGIN * (c.gross_other + c.pos.abs() as f64 * px);
+    let excess = c.equity - im - REG_T_INITIAL_MARGIN * c.reserved_cash;
+    excess / REG_T_INITIAL_MARGIN
+}
+
+/// Every mandate rule's room for `acct` trading instrument `k` on `side` at price `px`.
+pub fn account_caps(book: &Book, acct: &Account, k: usize, side: Side, px: f64) -> Caps {
+    caps_at(&context(book, acct, k, side), &book.mandates[acct.mandate], px)
+}
+
+/// Rule `code` as a reported check for the account of `c` at price `px`: the limit in its own
+/// unit, the measure after an order of `qty` shares, and the rule's cap in whole lots.
+pub fn rule_check(c: &Ctx, m: &Mandate, code: Code, px: f64, qty: f64, lot: i64) -> Check {
+    let e0f = c.e0 as f64;
+    let nav = c.nav;
+    // (cap on the adding part, limit, measure before the trade, measure per added share)
+    let (e_cap, limit, base, per_share) = match code {
+        Code::RestrictedSymbol | Code::RestrictedSector | Code::ShortSaleNotAllowed => {
+            (0.0, 0.0, e0f, 1.0)
+        }
+        Code::MaxPositionPct => {
+            let pct = m.max_position_pct.unwrap_or(0.0);
+            (pct / 100.0 * nav / px - e0f, pct, e0f * px / nav * 100.0, px / nav * 100.0)
+        }
+        Code::MaxPositionShares => {
+            let max_sh = m.max_position_shares.unwrap_or(0);
+            ((max_sh - c.e0) as f64, max_sh as f64, e0f, 1.0)
+        }
+        Code::SectorCap => {
+            let cap_pct = c.sector_cap_pct.unwrap_or(0.0);
+            (
+                (cap_pct / 100.0 * nav - c.sector_other) / px - e0f,
+                cap_pct,
+                (c.sector_other + e0f * px) / nav * 100.0,
+                px / nav * 100.0,
+            )
+        }
+        Code::GrossLeverage => {
+            let lev = m.max_gross_leverage;
+            (
+                (lev * nav - c.gross_other) / px - e0f,
+                lev,
+                (c.gross_other + e0f * px) / nav,
+                px / nav,
+            )
+        }
+        Code::SettledCash => (c.funds / px, c.funds, 0.0, px),
+        _ => {
+            let bp = buying_power(c, px);
+            (bp / px, bp, 0.0, px)
+        }
+    };
+    let mut added = qty - c.reducing as f64;
     if added < 0.0 {
         added = 0.0;
     }
-    let value = rule.base + added * rule.per_share;
-    let cap = reducing as f64 + if rule.e_cap > 0.0 { rule.e_cap } else { 0.0 };
+    let cap = c.reducing as f64 + if e_cap > 0.0 { e_cap } else { 0.0 };
     Check {
-        code: rule.code,
-        limit: Some(rule.limit),
-        value: Some(value),
+        code,
+        limit: Some(limit),
+        value: Some(base + added * per_share),
         cap: Some((floor_lots(cap, lot) * lot) as f64),
-        message: Cow::Borrowed(rule_message(rule)),
+        message: Cow::Borrowed(rule_message(code)),
     }
 }
 
 /// Static text per rule: the numbers are in the check's fields, the account on its line.
-fn rule_message(rule: &Rule) -> &'static str {
-    match rule.code {
+fn rule_message(code: Code) -> &'static str {
+    match code {
         Code::RestrictedSymbol => "symbol restricted by the account's mandate",
         Code::RestrictedSector => "sector restricted by the account's mandate",
         Code::ShortSaleNotAllowed => "short selling not allowed for this account",
@@ -137,126 +267,4 @@ fn rule_message(rule: &Rule) -> &'static str {
         Code::BuyingPower => "Reg T buying power (50% initial margin)",
         other => other.as_str(),
     }
-}
-
-/// Gross exposure of the account's other symbols, and of those in the order's sector, at marks.
-/// Uses the account's cached totals (see `Book::refresh_exposures`) less the symbol's own part.
-fn other_exposure(book: &Book, acct: &Account, k: usize, pos: i64, sector: usize) -> (f64, f64) {
-    let own = if pos != 0 { pos.abs() as f64 * book.prices[k] } else { 0.0 };
-    (acct.gross - own, acct.sector_gross[sector] - own)
-}
-
-/// Every mandate rule's room for `acct` trading instrument `k` on `side` at price `px`.
-/// The account's exposure totals must be fresh (`Book::refresh_exposures`).
-pub fn account_caps(book: &Book, acct: &Account, k: usize, side: Side, px: f64) -> Caps {
-    let ins = &book.instruments[k];
-    let m = &book.mandates[acct.mandate];
-    let s = side.sign();
-    let pos = acct.position(k);
-    let eff = match (side, acct.open(k)) {
-        (Side::Buy, Some(o)) => pos + o.buy,
-        (Side::Sell, Some(o)) => pos - o.sell,
-        (_, None) => pos,
-    };
-    let reducing = if -s * eff > 0 { -s * eff } else { 0 };
-    let e0 = if s * eff > 0 { s * eff } else { 0 };
-    let e0f = e0 as f64;
-    let nav = acct.net_liq;
-    let mut caps = Caps::new(reducing);
-    if m.restricted_symbols.contains(&k) {
-        caps.push(Rule {
-            code: Code::RestrictedSymbol,
-            e_cap: 0.0,
-            limit: 0.0,
-            base: e0f,
-            per_share: 1.0,
-        });
-    }
-    if m.restricted_sectors.contains(&ins.sector_idx) {
-        caps.push(Rule {
-            code: Code::RestrictedSector,
-            e_cap: 0.0,
-            limit: 0.0,
-            base: e0f,
-            per_share: 1.0,
-        });
-    }
-    if s < 0 && (acct.cash_account || !m.allow_short) {
-        caps.push(Rule {
-            code: Code::ShortSaleNotAllowed,
-            e_cap: 0.0,
-            limit: 0.0,
-            base: e0f,
-            per_share: 1.0,
-        });
-    }
-    if let Some(pct) = m.max_position_pct {
-        let limit_sh = pct / 100.0 * nav / px;
-        caps.push(Rule {
-            code: Code::MaxPositionPct,
-            e_cap: limit_sh - e0f,
-            limit: pct,
-            base: e0f * px / nav * 100.0,
-            per_share: px / nav * 100.0,
-        });
-    }
-    if let Some(max_sh) = m.max_position_shares {
-        caps.push(Rule {
-            code: Code::MaxPositionShares,
-            e_cap: (max_sh - e0) as f64,
-            limit: max_sh as f64,
-            base: e0f,
-            per_share: 1.0,
-        });
-    }
-    let (gross_other, sector_other) = other_exposure(book, acct, k, pos, ins.sector_idx);
-    if let Some(cap_pct) = m.sector_cap(ins.sector_idx) {
-        let room = (cap_pct / 100.0 * nav - sector_other) / px - e0f;
-        caps.push(Rule {
-            code: Code::SectorCap,
-            e_cap: room,
-            limit: cap_pct,
-            base: (sector_other + e0f * px) / nav * 100.0,
-            per_share: px / nav * 100.0,
-        });
-    }
-    let lev = m.max_gross_leverage;
-    caps.push(Rule {
-        code: Code::GrossLeverage,
-        e_cap: (lev * nav - gross_other) / px - e0f,
-        limit: lev,
-        base: (gross_other + e0f * px) / nav,
-        per_share: px / nav,
-    });
-    let buffer = m.cash_buffer_pct / 100.0 * nav;
-    if acct.cash_account {
-        // a cash account never adds on the sell side (no shorts), so cash binds buys only
-        if s < 0 {
-            return caps;
-        }
-        let funds = acct.settled_cash - acct.pending_withdrawals - acct.reserved_cash - buffer;
-        caps.push(Rule {
-            code: Code::SettledCash,
-            e_cap: funds / px,
-            limit: funds,
-            base: 0.0,
-            per_share: px,
-        });
-    } else {
-        let im = REG_T_INITIAL_MARGIN * (gross_other + pos.abs() as f64 * px);
-        let excess = nav
-            - acct.pending_withdrawals
-            - buffer
-            - im
-            - REG_T_INITIAL_MARGIN * acct.reserved_cash;
-        let bp = excess / REG_T_INITIAL_MARGIN;
-        caps.push(Rule {
-            code: Code::BuyingPower,
-            e_cap: bp / px,
-            limit: bp,
-            base: 0.0,
-            per_share: px,
-        });
-    }
-    caps
 }

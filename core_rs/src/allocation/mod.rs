@@ -11,7 +11,7 @@ use crate::codes::Code;
 use crate::decision::Check;
 use crate::domain::{AllocationMethod, BlockOrder};
 use crate::errors::{CoreError, CoreResult};
-use caps::{account_caps, floor_lots, rule_check, Rule, LOT_EPS, REG_T_INITIAL_MARGIN};
+use caps::{caps_at, context, floor_lots, rule_check, Ctx, LOT_EPS, REG_T_INITIAL_MARGIN};
 use waterfill::waterfill;
 
 /// One account's share of a block, before layer 2.
@@ -30,7 +30,7 @@ pub type Forced = HashMap<usize, (i64, Check)>;
 /// What bound an account's cap.
 #[derive(Debug, Clone)]
 enum Bound {
-    Rule(i64, Rule),
+    Rule(Code),
     /// Its own quantity (fixed shares, gap to target): not a limit.
     Own,
 }
@@ -124,6 +124,8 @@ pub fn weights(
 #[derive(Debug, Clone)]
 pub struct Prepared {
     px: f64,
+    /// Each account's position and exposures for this block (layer 2 reuses them).
+    pub ctx: Vec<Ctx>,
     weights: Vec<f64>,
     caps_lots: Vec<i64>,
     bound: Vec<Option<Bound>>,
@@ -143,14 +145,17 @@ pub fn prepare(
     let (weights, extra) = weights(book, order, k, eligible, px)?;
     let n = eligible.len();
     let mut caps_lots = Vec::with_capacity(n);
+    let mut ctxs = Vec::with_capacity(n);
     let mut bound = Vec::with_capacity(n);
     let mut min_lots = Vec::with_capacity(n);
     let mut total_w = 0.0;
     for (j, &i) in eligible.iter().enumerate() {
         let acct = &book.accounts[i];
-        let caps = account_caps(book, acct, k, order.side, px);
+        let ctx = context(book, acct, k, order.side);
+        let caps = caps_at(&ctx, book.mandate_of(acct), px);
+        ctxs.push(ctx);
         let mut c = floor_lots(caps.cap_shares(), lot);
-        let mut b = caps.binding().map(|r| Bound::Rule(caps.reducing, r));
+        let mut b = caps.binding().map(Bound::Rule);
         if let Some(e) = extra[j] {
             if e / lot <= c {
                 c = e / lot;
@@ -167,7 +172,7 @@ pub fn prepare(
             0
         });
     }
-    Ok(Prepared { px, weights, caps_lots, bound, min_lots, total_w })
+    Ok(Prepared { px, ctx: ctxs, weights, caps_lots, bound, min_lots, total_w })
 }
 
 /// Splits `q_lots` (None: every account's whole gap, for target weights) over `eligible`
@@ -256,8 +261,10 @@ pub fn split(
             binding = match over.get(j).and_then(Option::as_ref) {
                 Some(c) => Some(c.clone()),
                 None => match &prep.bound[j] {
-                    Some(Bound::Rule(reducing, rule)) => {
-                        Some(rule_check(*reducing, rule, split.want[j] * lot as f64, lot))
+                    Some(Bound::Rule(code)) => {
+                        let c = &prep.ctx[j];
+                        let m = &book.mandates[c.mandate];
+                        Some(rule_check(c, m, *code, px, split.want[j] * lot as f64, lot))
                     }
                     Some(Bound::Own) | None => None,
                 },

@@ -1,7 +1,6 @@
 //! The engine: the book plus layer-1 memory, and the one call that runs layer 1, allocation and
 //! layer 2 for a block, so the intraday path crosses the Python/Rust boundary once per block.
 
-use crate::allocation::caps::floor_lots;
 use crate::allocation::{prepare, split, Alloc, Forced};
 use crate::book::Book;
 use crate::codes::Code;
@@ -160,8 +159,7 @@ impl Engine {
             let mut forced = Forced::default();
             let mut live_caps = vec![LIVE_CAP_UNKNOWN; eligible.len()];
             for _ in 0..=eligible.len() {
-                let failing =
-                    layer2(&self.book, order, k, &eligible, &allocs, live, &mut live_caps);
+                let failing = layer2(&self.book, lot, &prep.ctx, &allocs, live, &mut live_caps);
                 if failing.is_empty() {
                     break;
                 }
@@ -185,7 +183,7 @@ impl Engine {
                         c.cap = Some(0.0);
                         forced.insert(f.j, (0, c));
                     } else {
-                        let c = floor_lots(f.caps.cap_shares(), lot);
+                        let c = f.cap_lots;
                         let smaller = forced.get(&f.j).is_none_or(|prev| c < prev.0);
                         if smaller {
                             // the tightest rule always breaks, so a failing lot names one
