@@ -215,6 +215,10 @@ def _num(code: str, v: float | None) -> str:
 def _check_text(c: Check) -> str:
     if c.limit is None or c.value is None:
         return c.code
+    if c.code == codes.PRICE_NOT_ON_TICK:
+        return f"{c.code} {_num(c.code, c.value)} (tick {_num(c.code, c.limit)})"
+    if c.code == codes.KILL_SWITCH_REDUCING:
+        return f"{c.code} (firm position {c.limit:,.0f} -> {c.value:,.0f})"
     return f"{c.code} {_num(c.code, c.value)} > {_num(c.code, c.limit)}"
 
 
