@@ -494,3 +494,23 @@ def test_available_equity_is_net_of_buffer_and_reservations() -> None:
     d = decide(e, order(quantity=100, method="available_equity"))
     # A0: 20,000 - 2,000 buffer - 0.5 x 500 reserved = 17,750; A1: 18,000
     assert [line.weight for line in d.lines] == [17_750, 18_000]
+
+
+def test_drop_lots_reoffers_only_what_passes_at_the_live_price() -> None:
+    # 10% position limit; reference 100, live 104 (10% of 100,000 is 96 shares at 104).
+    book = make_book([100_000, 100_000, 1_000_000], mandate={"max_position_pct": 10},
+                     prices={"MSFT": 104.0, "AAPL": 10.0, "XOM": 10.0})
+    held = {"A0": 90, "A1": 85}
+    accts = [a.model_copy(update={"positions": {"MSFT": held[a.account_id]}})
+             if a.account_id in held else a for a in book.accounts]
+    e = Engine(book.model_copy(update={"accounts": accts}))
+    d = decide(e, order(quantity=30, method="equal", reference_price=100.0,
+                        on_lot_failure="drop_lots"))
+    # A0's 10 break the limit at 104 and are dropped. A1's 10 pass (95 <= 96): when A0's share
+    # is re-offered, A1 takes only what still passes at 104 (11), not its room at 100 (15), so
+    # it is not dropped in turn; the big account takes the rest.
+    assert d.status == "accepted"
+    assert qty(d) == [0, 11, 19]
+    assert [line.status for line in d.lines] == ["dropped", "capped", "ok"]
+    assert d.lines[1].binding is not None and d.lines[1].binding.code == "MAX_POSITION_PCT"
+    assert d.lines[1].binding.cap == 11

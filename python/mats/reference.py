@@ -788,16 +788,29 @@ class ReferenceEngine:
                     breaches.setdefault(j, broken)
                 if order.on_lot_failure is LotFailurePolicy.REJECT_BLOCK:
                     break
-                for j, (caps, broken) in failing.items():
-                    if order.on_lot_failure is LotFailurePolicy.DROP_LOTS:
-                        forced[j] = (0, _check(codes.L2_DROPPED, 0.0, 0.0, 0.0,
-                                               "lot dropped: failed layer-2 risk at live price"))
-                    else:
-                        c = _floor_lots(caps.cap_shares(), lot)
-                        prev = forced.get(j)
-                        if prev is None or c < prev[0]:
-                            # the tightest rule always breaks, so a failing lot names one
-                            forced[j] = (c, broken[0])
+                for j, i in enumerate(eligible):
+                    if j in failing:
+                        caps, broken = failing[j]
+                        if order.on_lot_failure is LotFailurePolicy.DROP_LOTS:
+                            forced[j] = (0, _check(
+                                codes.L2_DROPPED, 0.0, 0.0, 0.0,
+                                "lot dropped: failed layer-2 risk at live price"))
+                        else:
+                            c = _floor_lots(caps.cap_shares(), lot)
+                            prev = forced.get(j)
+                            if prev is None or c < prev[0]:
+                                # the tightest rule always breaks, so a failing lot names one
+                                forced[j] = (c, broken[0])
+                        continue
+                    # an account that passed keeps what passes at the live price too, so the
+                    # quantity re-offered to it cannot make it fail
+                    caps = self._caps(self.accounts[i], ins, order.side, live)
+                    c = _floor_lots(caps.cap_shares(), lot)
+                    live_caps[j] = c
+                    prev_cap = forced[j][0] if j in forced else prep["caps_lots"][j]
+                    rule = caps.binding()
+                    if c < prev_cap and rule is not None:
+                        forced[j] = (c, caps.check_of(rule, float(c * lot), lot))
                 lines = self._allocate(order, ins, eligible, prep, q_lots, forced)
         rejected = bool(breaches) and (
             order.on_lot_failure is LotFailurePolicy.REJECT_BLOCK or not has_live)

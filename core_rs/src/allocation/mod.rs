@@ -127,7 +127,8 @@ pub struct Prepared {
     /// Each account's position and exposures for this block (layer 2 reuses them).
     pub ctx: Vec<Ctx>,
     weights: Vec<f64>,
-    caps_lots: Vec<i64>,
+    /// Each account's cap in lots at the block's price (mandate rules and own quantity).
+    pub caps_lots: Vec<i64>,
     bound: Vec<Option<Bound>>,
     min_lots: Vec<i64>,
     total_w: f64,

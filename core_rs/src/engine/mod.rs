@@ -1,6 +1,7 @@
 //! The engine: the book plus layer-1 memory, and the one call that runs layer 1, allocation and
 //! layer 2 for a block, so the intraday path crosses the Python/Rust boundary once per block.
 
+use crate::allocation::caps::{caps_at, floor_lots, rule_check};
 use crate::allocation::{prepare, split, Alloc, Forced};
 use crate::book::Book;
 use crate::codes::Code;
@@ -8,7 +9,7 @@ use crate::decision::{Check, Decision, Line, LineStatus, Stage, Status};
 use crate::domain::{BlockOrder, BookIn, KillSwitch, LotFailurePolicy, Side};
 use crate::errors::{CoreError, CoreResult};
 use crate::fills::{AccountFill, BlockFills, CloseReason, Shortfall};
-use crate::risk::{layer1, layer2, FirmState, LIVE_CAP_UNKNOWN};
+use crate::risk::{layer1, layer2, FirmState, LotFailure, LIVE_CAP_UNKNOWN};
 use rustc_hash::FxHashMap as HashMap;
 
 #[derive(Debug, Clone)]
@@ -172,24 +173,43 @@ impl Engine {
                 if order.on_lot_failure == LotFailurePolicy::RejectBlock {
                     break;
                 }
+                let mut failed: Vec<Option<LotFailure>> = vec![None; eligible.len()];
                 for f in failing {
-                    if order.on_lot_failure == LotFailurePolicy::DropLots {
-                        let mut c = Check::new(
-                            Code::L2Dropped,
-                            Some(0.0),
-                            Some(0.0),
-                            "lot dropped: failed layer-2 risk at live price",
-                        );
-                        c.cap = Some(0.0);
-                        forced.insert(f.j, (0, c));
-                    } else {
-                        let c = f.cap_lots;
-                        let smaller = forced.get(&f.j).is_none_or(|prev| c < prev.0);
-                        if smaller {
-                            // the tightest rule always breaks, so a failing lot names one
-                            let check = f.broken.into_iter().next().expect("a broken rule");
-                            forced.insert(f.j, (c, check));
+                    let j = f.j;
+                    failed[j] = Some(f);
+                }
+                for (j, fail) in failed.into_iter().enumerate() {
+                    if let Some(f) = fail {
+                        if order.on_lot_failure == LotFailurePolicy::DropLots {
+                            let mut c = Check::new(
+                                Code::L2Dropped,
+                                Some(0.0),
+                                Some(0.0),
+                                "lot dropped: failed layer-2 risk at live price",
+                            );
+                            c.cap = Some(0.0);
+                            forced.insert(j, (0, c));
+                        } else {
+                            let c = f.cap_lots;
+                            if forced.get(&j).is_none_or(|prev| c < prev.0) {
+                                // the tightest rule always breaks, so a failing lot names one
+                                let check = f.broken.into_iter().next().expect("a broken rule");
+                                forced.insert(j, (c, check));
+                            }
                         }
+                        continue;
+                    }
+                    // an account that passed keeps what passes at the live price too, so the
+                    // quantity re-offered to it cannot make it fail
+                    let ctx = &prep.ctx[j];
+                    let m = &self.book.mandates[ctx.mandate];
+                    let caps = caps_at(ctx, m, live);
+                    let c = floor_lots(caps.cap_shares(), lot);
+                    live_caps[j] = c;
+                    let prev_cap = forced.get(&j).map_or(prep.caps_lots[j], |f| f.0);
+                    if let (true, Some(code)) = (c < prev_cap, caps.binding()) {
+                        let check = rule_check(ctx, m, code, live, (c * lot) as f64, lot);
+                        forced.insert(j, (c, check));
                     }
                 }
                 allocs = split(&self.book, order, k, &eligible, &prep, q_lots, &forced);
