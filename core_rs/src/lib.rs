@@ -14,3 +14,8 @@ pub mod risk;
 
 #[cfg(feature = "python")]
 mod python;
+
+// A block over many accounts allocates a few large vectors per call; the system allocator maps
+// and faults in fresh pages for each of them, mimalloc reuses its pages.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

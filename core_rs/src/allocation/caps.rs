@@ -8,7 +8,7 @@
 
 use std::borrow::Cow;
 
-use crate::book::{Account, Book, Mandate};
+use crate::book::{Book, Mandate};
 use crate::codes::Code;
 use crate::decision::Check;
 use crate::domain::Side;
@@ -65,13 +65,13 @@ pub struct Ctx {
     pub reserved_cash: f64,
 }
 
-/// Gathers what the rules need of `acct` for trading instrument `k` on `side`. The account's
-/// exposure totals must be fresh (`Book::refresh_exposures`).
-pub fn context(book: &Book, acct: &Account, k: usize, side: Side) -> Ctx {
+/// Gathers what the rules need of account `i`, holding `pos` of instrument `k`, for trading `k`
+/// on `side`. The account's exposure totals must be fresh (`Book::refresh_exposures`).
+pub fn context(book: &Book, i: usize, pos: i64, k: usize, side: Side) -> Ctx {
+    let acct = &book.accounts[i];
     let ins = &book.instruments[k];
     let m = &book.mandates[acct.mandate];
     let s = side.sign();
-    let pos = acct.position(k);
     let eff = match (side, acct.open(k)) {
         (Side::Buy, Some(o)) => pos + o.buy,
         (Side::Sell, Some(o)) => pos - o.sell,
@@ -88,7 +88,7 @@ pub fn context(book: &Book, acct: &Account, k: usize, side: Side) -> Ctx {
         e0: if s * eff > 0 { s * eff } else { 0 },
         nav,
         gross_other: acct.gross - own,
-        sector_other: acct.sector_gross[ins.sector_idx] - own,
+        sector_other: book.sector_gross(i, ins.sector_idx) - own,
         restricted_symbol: m.restricted_symbols.contains(&k),
         restricted_sector: m.restricted_sectors.contains(&ins.sector_idx),
         short_ban: s < 0 && (acct.cash_account || !m.allow_short),
@@ -192,9 +192,11 @@ fn buying_power(c: &Ctx, px: f64) -> f64 {
     excess / REG_T_INITIAL_MARGIN
 }
 
-/// Every mandate rule's room for `acct` trading instrument `k` on `side` at price `px`.
-pub fn account_caps(book: &Book, acct: &Account, k: usize, side: Side, px: f64) -> Caps {
-    caps_at(&context(book, acct, k, side), &book.mandates[acct.mandate], px)
+/// Every mandate rule's room for account `i` trading instrument `k` on `side` at price `px`.
+pub fn account_caps(book: &Book, i: usize, k: usize, side: Side, px: f64) -> Caps {
+    let acct = &book.accounts[i];
+    let ctx = context(book, i, acct.position(k), k, side);
+    caps_at(&ctx, &book.mandates[acct.mandate], px)
 }
 
 /// Rule `code` as a reported check for the account of `c` at price `px`: the limit in its own

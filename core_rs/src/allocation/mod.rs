@@ -150,9 +150,10 @@ pub fn prepare(
     let mut bound = Vec::with_capacity(n);
     let mut min_lots = Vec::with_capacity(n);
     let mut total_w = 0.0;
+    let positions = book.positions_in(k, eligible);
     for (j, &i) in eligible.iter().enumerate() {
         let acct = &book.accounts[i];
-        let ctx = context(book, acct, k, order.side);
+        let ctx = context(book, i, positions[j], k, order.side);
         let caps = caps_at(&ctx, book.mandate_of(acct), px);
         ctxs.push(ctx);
         let mut c = floor_lots(caps.cap_shares(), lot);

@@ -71,8 +71,6 @@ pub struct Account {
     pub strategies: Vec<String>,
     /// Gross exposure at marks, summed over positions in instrument order (cached).
     pub gross: f64,
-    /// Gross exposure at marks per sector index (cached).
-    pub sector_gross: Vec<f64>,
     /// False when positions or marks of held instruments changed since the totals were summed.
     pub exposure_fresh: bool,
 }
@@ -99,38 +97,25 @@ impl Account {
     }
 
     /// Adds `delta` shares to the position in instrument `k`, keeping the list sorted.
-    /// Returns true when the account did not hold `k` before.
-    fn add_position(&mut self, k: usize, delta: i64) -> bool {
+    /// Returns the new position.
+    fn add_position(&mut self, k: usize, delta: i64) -> i64 {
         self.exposure_fresh = false;
         match self.positions.binary_search_by_key(&k, |p| p.0) {
             Ok(i) => {
                 self.positions[i].1 += delta;
-                if self.positions[i].1 == 0 {
+                let q = self.positions[i].1;
+                if q == 0 {
                     self.positions.remove(i);
                 }
-                false
+                q
             }
             Err(i) => {
                 if delta != 0 {
                     self.positions.insert(i, (k, delta));
                 }
-                delta != 0
+                delta
             }
         }
-    }
-
-    /// Sums gross exposure at `prices`, in instrument order, in total and per sector.
-    fn sum_exposure(&mut self, prices: &[f64], instruments: &[Instrument], n_sectors: usize) {
-        self.sector_gross.clear();
-        self.sector_gross.resize(n_sectors, 0.0);
-        let mut gross = 0.0;
-        for &(j, q) in &self.positions {
-            let v = q.abs() as f64 * prices[j];
-            gross += v;
-            self.sector_gross[instruments[j].sector_idx] += v;
-        }
-        self.gross = gross;
-        self.exposure_fresh = true;
     }
 
     /// Working quantity of `k` on the order's side: positions plus open buys for a buy, minus
@@ -221,8 +206,12 @@ pub struct Book {
     pub kill_switch: KillSwitch,
     /// Accounts following each strategy, in book order; rebuilt after an account changes.
     followers: HashMap<String, Vec<usize>>,
-    /// Accounts that have held each instrument (a tick marks their exposure stale).
-    holders: Vec<Vec<usize>>,
+    /// Per instrument, (account index, quantity) of every account holding it, by account index:
+    /// the block's positions come from one merge, and a tick marks the holders' exposure stale.
+    holders: Vec<Vec<(usize, i64)>>,
+    /// Gross exposure at marks per account and sector (`account * n_sectors + sector`), summed
+    /// with the account's `gross` when its exposure is stale.
+    sector_gross: Vec<f64>,
     /// Sum of the accounts' net liquidation, in book order.
     pub firm_nav: f64,
     /// Firm totals, summed in instrument order; None after a fill, tick or account change.
@@ -256,6 +245,7 @@ impl Book {
             kill_switch: input.risk.kill_switch,
             followers: HashMap::default(),
             holders: Vec::new(),
+            sector_gross: Vec::new(),
             firm_nav: 0.0,
             firm_totals: None,
         };
@@ -493,7 +483,6 @@ impl Book {
             open_orders,
             strategies: a.strategies.clone(),
             gross: 0.0,
-            sector_gross: Vec::new(),
             exposure_fresh: false,
         };
         for &(k, q) in &account.positions {
@@ -506,11 +495,16 @@ impl Book {
         self.firm_totals = None;
         let existing = self.account_idx.get(id).copied();
         let slot = existing.unwrap_or(self.accounts.len());
-        for &(k, _) in &account.positions {
-            // a new account cannot be listed yet; only a replaced one needs the look-up
-            if existing.is_none() || !self.holders[k].contains(&slot) {
-                self.holders[k].push(slot);
+        if let Some(i) = existing {
+            let old: Vec<usize> = self.accounts[i].positions.iter().map(|p| p.0).collect();
+            for k in old {
+                self.set_holder(k, i, 0);
             }
+        } else {
+            self.sector_gross.resize(self.sector_gross.len() + self.sectors.len(), 0.0);
+        }
+        for &(k, q) in &account.positions {
+            self.set_holder(k, slot, q);
         }
         match self.account_idx.get(id) {
             Some(&i) => {
@@ -583,15 +577,66 @@ impl Book {
         self.firm_totals.as_ref().expect("firm totals refreshed before use")
     }
 
-    /// Re-sums the exposure totals of the given accounts where positions or marks moved.
+    /// Re-sums the exposure totals of the given accounts where positions or marks moved:
+    /// gross exposure at marks, in instrument order, in total and per sector.
     pub fn refresh_exposures(&mut self, accounts: &[usize]) {
         let n_sectors = self.sectors.len();
         for &i in accounts {
             let a = &mut self.accounts[i];
-            if !a.exposure_fresh {
-                a.sum_exposure(&self.prices, &self.instruments, n_sectors);
+            if a.exposure_fresh {
+                continue;
             }
+            let sectors = &mut self.sector_gross[i * n_sectors..(i + 1) * n_sectors];
+            sectors.fill(0.0);
+            let mut gross = 0.0;
+            for &(j, q) in &a.positions {
+                let v = q.abs() as f64 * self.prices[j];
+                gross += v;
+                sectors[self.instruments[j].sector_idx] += v;
+            }
+            a.gross = gross;
+            a.exposure_fresh = true;
         }
+    }
+
+    /// Account `i`'s gross exposure at marks in sector `s` (fresh after `refresh_exposures`).
+    pub fn sector_gross(&self, i: usize, s: usize) -> f64 {
+        self.sector_gross[i * self.sectors.len() + s]
+    }
+
+    /// Positions in instrument `k` of the accounts `sorted` (ascending indexes), in one merge.
+    pub fn positions_in(&self, k: usize, sorted: &[usize]) -> Vec<i64> {
+        debug_assert!(sorted.windows(2).all(|w| w[0] < w[1]), "accounts in book order");
+        let holders = &self.holders[k];
+        let mut out = Vec::with_capacity(sorted.len());
+        let mut h = 0;
+        for &i in sorted {
+            while h < holders.len() && holders[h].0 < i {
+                h += 1;
+            }
+            out.push(if h < holders.len() && holders[h].0 == i { holders[h].1 } else { 0 });
+        }
+        out
+    }
+
+    /// Records account `i`'s quantity `q` in instrument `k` in the holders index (0 removes).
+    fn set_holder(&mut self, k: usize, i: usize, q: i64) {
+        let list = &mut self.holders[k];
+        match list.binary_search_by_key(&i, |h| h.0) {
+            Ok(n) if q == 0 => {
+                list.remove(n);
+            }
+            Ok(n) => list[n].1 = q,
+            Err(n) if q != 0 => list.insert(n, (i, q)),
+            Err(_) => {}
+        }
+    }
+
+    /// Moves account `i`'s position in `k` by `delta`: account, holders index and firm.
+    fn move_position(&mut self, i: usize, k: usize, delta: i64) {
+        let q = self.accounts[i].add_position(k, delta);
+        self.set_holder(k, i, q);
+        self.firm_pos[k] += delta;
     }
 
     /// Indexes of the accounts that follow `strategy`, in book order.
@@ -622,7 +667,7 @@ impl Book {
         if self.prices[k] != px {
             self.prices[k] = px;
             self.firm_totals = None;
-            for &i in &self.holders[k] {
+            for &(i, _) in &self.holders[k] {
                 self.accounts[i].exposure_fresh = false;
             }
         }
@@ -648,11 +693,8 @@ impl Book {
         }
         self.firm_totals = None;
         let s = side.sign();
+        self.move_position(i, k, s * qty);
         let acct = &mut self.accounts[i];
-        if acct.add_position(k, s * qty) && !self.holders[k].contains(&i) {
-            self.holders[k].push(i);
-        }
-        self.firm_pos[k] += s * qty;
         let notional = qty as f64 * price;
         match side {
             Side::Buy => {
@@ -682,13 +724,8 @@ impl Book {
             self.prices[k] = price;
         }
         self.firm_totals = None;
-        let acct = &mut self.accounts[i];
         if qty != 0 {
-            let s = side.sign();
-            if acct.add_position(k, s * qty) && !self.holders[k].contains(&i) {
-                self.holders[k].push(i);
-            }
-            self.firm_pos[k] += s * qty;
+            self.move_position(i, k, side.sign() * qty);
         }
         let acct = &mut self.accounts[i];
         acct.cash += cash_delta;
