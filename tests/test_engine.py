@@ -9,7 +9,7 @@ import pytest
 
 from mats import Engine
 from mats.errors import BookError, OrderError
-from mats.models import BlockOrder, Book, Decision
+from mats.models import BlockOrder, Book, Decision, Mandate
 from mats.reference import ReferenceEngine
 
 T0 = dt.datetime(2026, 11, 25, 14, 30, tzinfo=dt.UTC)
@@ -514,3 +514,73 @@ def test_drop_lots_reoffers_only_what_passes_at_the_live_price() -> None:
     assert [line.status for line in d.lines] == ["dropped", "capped", "ok"]
     assert d.lines[1].binding is not None and d.lines[1].binding.code == "MAX_POSITION_PCT"
     assert d.lines[1].binding.cap == 11
+
+
+# ------------------------------------------------------------------------ regressions
+
+
+def both(book: Book) -> tuple[Engine, ReferenceEngine]:
+    return Engine(book), ReferenceEngine(book)
+
+
+def test_a_tiny_weight_beside_a_huge_one_never_overfills_the_block() -> None:
+    e, r = both(make_book([1e6, 1e6], mandate={"max_position_shares": 10}))
+    o = order(quantity=100, method="ratios", ratios={"A0": 1e16, "A1": 1.0})
+    d = decide(e, o)
+    ref = Decision.model_validate(r.process(o, as_of=T0))
+    assert sum(qty(d)) <= 100
+    assert qty(d) == qty(ref)
+
+
+def test_a_capped_account_reports_what_it_was_offered() -> None:
+    book = make_book([1e6, 1e6])
+    mandates = [Mandate(mandate_id="m", max_gross_leverage=2.0),
+                Mandate(mandate_id="small", max_position_shares=10),
+                Mandate(mandate_id="mid", max_position_shares=60)]
+    accts = [book.accounts[0].model_copy(update={"mandate_id": "small"}),
+             book.accounts[1].model_copy(update={"mandate_id": "mid"})]
+    e = Engine(book.model_copy(update={"mandates": mandates, "accounts": accts}))
+    d = decide(e, order(quantity=100, method="equal"))
+    assert qty(d) == [10, 60]
+    b = d.lines[1].binding
+    assert b is not None and b.code == "MAX_POSITION_SHARES"
+    assert (b.limit, b.value) == (60, 90)  # offered 90 once A0 was capped at 10
+
+
+def test_unpriced_working_orders_are_refused_at_load() -> None:
+    with pytest.raises(ValueError, match="no price"):
+        make_book([1e6], account={"open_orders": {"XOM": {"buy": 100}}},
+                  prices={"MSFT": 10.0, "AAPL": 10.0})
+
+
+def test_quantities_beyond_the_core_limit_are_clear_errors() -> None:
+    e = Engine(make_book([1e6]))
+    e.decide(order(order_id="B", journey_id="JB", quantity=100), as_of=T0)
+    e.execution("B", "x1", 10, 10.0)
+    with pytest.raises(OrderError):
+        e.execution("B", "x2", 2**63 - 1, 10.0)
+    with pytest.raises(OrderError):
+        e.apply_fill("A0", "MSFT", "buy", 2**63, 10.0)
+    with pytest.raises(OrderError):
+        e.apply_fill("A0", "MSFT", "buy", 10**13, 10.0)
+    assert e.position("A0", "MSFT") == 10
+
+
+def test_a_bad_price_batch_changes_nothing() -> None:
+    for engine in both(make_book([10_000], mandate={"max_position_pct": 100})):
+        with pytest.raises(OrderError):
+            engine.update_prices({"MSFT": 12.0, "XOM": -1.0})
+    e = Engine(make_book([10_000], mandate={"max_position_pct": 100}))
+    with pytest.raises(OrderError) as err:
+        e.update_prices({"MSFT": 12.0, "XOM": -1.0})
+    assert err.value.loc == ("prices", "XOM")
+    # MSFT still marked at 10: 100 % of 10,000 NAV is 1,000 shares (833 had 12 been applied)
+    assert qty(decide(e, order(quantity=5000))) == [1000]
+
+
+def test_the_reference_refuses_an_unpriced_holding_like_the_core() -> None:
+    book = make_book([1e6], prices={"MSFT": 10.0, "AAPL": 10.0})
+    acct = book.accounts[0].model_copy(update={"positions": {"XOM": 100}})
+    for engine in both(book):
+        with pytest.raises(BookError, match="no price"):
+            engine.upsert_account(acct)

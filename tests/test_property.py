@@ -191,9 +191,9 @@ def test_long_capping_chains_match_the_reference() -> None:
     # Each cap sits a little below the level left after capping the accounts before it, by a
     # margin that shrinks faster than the level rises, so each round caps one more account:
     # more rounds than MAX_ROUNDS, which hands the rest to the sorted sweep.
-    q0 = 10**13
+    q0 = 10**12
     chain: list[int] = []
-    level, margin = q0 / n, 4e10
+    level, margin = q0 / n, 4e9
     for _ in range(12):
         chain.append(int(level - margin))
         level = (q0 - sum(chain)) / (n - len(chain))

@@ -27,6 +27,10 @@ Price = Annotated[float, Field(gt=0.0, allow_inf_nan=False)]
 Money = Annotated[float, Field(allow_inf_nan=False)]
 NonNegMoney = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
 Percent = Annotated[float, Field(ge=0.0, le=100.0, allow_inf_nan=False)]
+# Quantities of shares up to 10^12 (the core's limit: sums over many accounts stay exact).
+MAX_QUANTITY = 10**12
+Quantity = Annotated[int, Field(ge=0, le=MAX_QUANTITY)]
+SignedQuantity = Annotated[int, Field(ge=-MAX_QUANTITY, le=MAX_QUANTITY)]
 
 
 class Frozen(BaseModel):
@@ -86,7 +90,7 @@ class KillSwitch(StrEnum):
 class Instrument(Frozen):
     symbol: Identifier
     sector: Annotated[str, Field(min_length=1)]
-    lot_size: Annotated[int, Field(ge=1)] = 1
+    lot_size: Annotated[int, Field(ge=1, le=1_000_000)] = 1
     tick_size: Annotated[float, Field(gt=0.0, allow_inf_nan=False)] = 0.01
     currency: Annotated[str, Field(min_length=3, max_length=3)] = "USD"
     beta: Annotated[float, Field(allow_inf_nan=False, ge=-10.0, le=10.0)] = 1.0
@@ -113,8 +117,8 @@ class Mandate(Frozen):
 class OpenOrders(Frozen):
     """Working (not yet filled) quantity of one account in one symbol, and cash held for buys."""
 
-    buy: Annotated[int, Field(ge=0)] = 0
-    sell: Annotated[int, Field(ge=0)] = 0
+    buy: Quantity = 0
+    sell: Quantity = 0
     buy_reserved: NonNegMoney = 0.0
 
 
@@ -128,7 +132,7 @@ class Account(Frozen):
     settled_cash: Money
     pending_dividends: NonNegMoney = 0.0
     pending_withdrawals: NonNegMoney = 0.0
-    positions: dict[str, int] = Field(default_factory=dict)
+    positions: dict[str, SignedQuantity] = Field(default_factory=dict)
     open_orders: dict[str, OpenOrders] = Field(default_factory=dict)
     reserved_cash: NonNegMoney = 0.0
     strategies: list[Identifier] = Field(default_factory=list)
@@ -189,10 +193,13 @@ class Book(Frozen):
             if acct.mandate_id not in mandates:
                 problems.append(f"{where}: unknown mandate_id {acct.mandate_id!r}")
             for sym in sorted(set(acct.positions) | set(acct.open_orders)):
+                oo = acct.open_orders.get(sym)
+                working = oo is not None and (oo.buy > 0 or oo.sell > 0)
                 if sym not in symbols:
                     problems.append(f"{where}: position or open order in unknown symbol {sym!r}")
-                elif acct.positions.get(sym, 0) != 0 and sym not in self.prices:
-                    problems.append(f"{where}: holds {sym!r} but the book has no price for it")
+                elif (acct.positions.get(sym, 0) != 0 or working) and sym not in self.prices:
+                    problems.append(f"{where}: holds or works {sym!r} but the book has no "
+                                    "price for it")
         for sym in sorted(self.prices):
             if sym not in symbols:
                 problems.append(f"prices: unknown symbol {sym!r}")
@@ -224,7 +231,7 @@ class BlockOrder(Frozen):
     strategy: Identifier
     symbol: Identifier
     side: Side
-    quantity: Annotated[int, Field(gt=0)] | None = None
+    quantity: Annotated[int, Field(gt=0, le=MAX_QUANTITY)] | None = None
     target_weight_pct: Percent | None = None
     limit_price: Price | None = None
     reference_price: Price
@@ -232,7 +239,7 @@ class BlockOrder(Frozen):
     method: AllocationMethod = AllocationMethod.NET_LIQ
     ratios: dict[str, Annotated[float, Field(ge=0.0, allow_inf_nan=False)]] | None = None
     percents: dict[str, Percent] | None = None
-    shares: dict[str, Annotated[int, Field(ge=0)]] | None = None
+    shares: dict[str, Quantity] | None = None
     accounts: list[Identifier] | None = None
     on_lot_failure: LotFailurePolicy = LotFailurePolicy.REDUCE_LOTS
 

@@ -35,6 +35,9 @@ REG_T_INITIAL_MARGIN = 0.5
 # Caps are floored to whole lots after adding this slack, so that a cap which is a whole number of
 # lots in exact arithmetic (say 300 shares computed as 299.99999999997) is not cut by one lot.
 LOT_EPS = 1e-9
+# Largest cap in lots (keeps sums over many accounts exact), and largest quantity of shares.
+MAX_LOTS = 10**12
+MAX_QUANTITY = 10**12
 # Rounds of simultaneous capping before the accounts still in play are swept in sorted order.
 MAX_ROUNDS = 8
 
@@ -150,10 +153,15 @@ class _Caps:
 
 
 def _floor_lots(shares: float, lot: int) -> int:
+    """Whole lots in ``shares``, floored, never negative, at most ``MAX_LOTS``."""
     if shares == math.inf:
-        return 2**62
-    v = math.floor(shares / lot + LOT_EPS)
-    return v if v > 0 else 0
+        return MAX_LOTS
+    v = shares / lot + LOT_EPS
+    if not v >= 1.0:  # also NaN
+        return 0
+    if v >= MAX_LOTS:
+        return MAX_LOTS
+    return math.floor(v)
 
 
 class ReferenceEngine:
@@ -205,11 +213,15 @@ class ReferenceEngine:
             if sym not in self.by_symbol:
                 raise BookError(f"account {acct.account_id}: unknown symbol {sym!r}")
             if q != 0:
+                if math.isnan(self.prices[self.by_symbol[sym].idx]):
+                    raise BookError(f"{acct.account_id}: holds {sym} but it has no price")
                 positions[self.by_symbol[sym].idx] = q
         open_orders: dict[int, _OpenOrders] = {}
         for sym, oo in acct.open_orders.items():
             if sym not in self.by_symbol:
                 raise BookError(f"account {acct.account_id}: unknown symbol {sym!r}")
+            if (oo.buy > 0 or oo.sell > 0) and math.isnan(self.prices[self.by_symbol[sym].idx]):
+                raise BookError(f"{acct.account_id}: works {sym} but it has no price")
             open_orders[self.by_symbol[sym].idx] = _OpenOrders(oo.buy, oo.sell, oo.buy_reserved)
         new = _Account(
             account_id=acct.account_id,
@@ -246,12 +258,15 @@ class ReferenceEngine:
         self._upsert_account(acct)
 
     def update_prices(self, prices: dict[str, float]) -> None:
+        """Sets live marks: every one is checked first, so a bad entry changes nothing."""
         for sym, px in prices.items():
-            ins = self.by_symbol.get(sym)
-            if ins is None:
-                raise BookError(f"price for unknown symbol {sym!r}")
+            if sym not in self.by_symbol:
+                raise OrderError(f"price for unknown symbol {sym!r}", ("prices", sym))
             if not (px > 0.0 and math.isfinite(px)):
-                raise BookError(f"price for {sym} must be a positive number, got {px!r}")
+                raise OrderError(f"price for {sym} must be a positive number, got {px!r}",
+                                 ("prices", sym))
+        for sym, px in prices.items():
+            ins = self.by_symbol[sym]
             self.prices[ins.idx] = px
             for acct in self.accounts:
                 if ins.idx in acct.positions:
@@ -264,8 +279,8 @@ class ReferenceEngine:
                    price: float) -> None:
         acct = self._account(account_id)
         ins = self._instrument(symbol)
-        if quantity <= 0 or not (price > 0.0 and math.isfinite(price)):
-            raise OrderError("fill quantity and price must be positive")
+        if not 1 <= quantity <= MAX_QUANTITY or not (price > 0.0 and math.isfinite(price)):
+            raise OrderError(f"fill quantity must be from 1 to {MAX_QUANTITY} and price positive")
         s = Side(side).sign
         k = ins.idx
         if math.isnan(self.prices[k]):
@@ -308,8 +323,8 @@ class ReferenceEngine:
         """Release working quantity that will not fill (cancelled or expired child orders)."""
         acct = self._account(account_id)
         k = self._instrument(symbol).idx
-        if quantity <= 0:
-            raise OrderError("release quantity must be positive")
+        if not 1 <= quantity <= MAX_QUANTITY:
+            raise OrderError(f"release quantity must be from 1 to {MAX_QUANTITY}")
         self._release(acct, k, Side(side), quantity)
 
     def position(self, account_id: str, symbol: str) -> int:
@@ -673,24 +688,25 @@ class ReferenceEngine:
         new_v = abs(firm_q + s * qty) * px
         if r.max_gross_exposure is not None:
             after = f["gross"] - old_v + new_v
-            if after > r.max_gross_exposure and after > f["gross"]:
+            # written so that a measure that is not a number fails (closed), never passes
+            if not (after <= r.max_gross_exposure or after <= f["gross"]):
                 out.append(_check(codes.FIRM_GROSS_EXPOSURE, r.max_gross_exposure, after, None,
                                   "firm gross exposure after the block"))
         if r.max_net_exposure is not None:
             after = f["net"] + s * qty * px
-            if abs(after) > r.max_net_exposure and abs(after) > abs(f["net"]):
+            if not (abs(after) <= r.max_net_exposure or abs(after) <= abs(f["net"])):
                 out.append(_check(codes.FIRM_NET_EXPOSURE, r.max_net_exposure, after, None,
                                   "firm net exposure after the block"))
         sector_limit = r.sector_limits_pct.get(ins.sector, r.max_sector_pct)
         if sector_limit is not None and f["nav"] > 0.0:
             after = f["sector"] - old_v + new_v
             pct = after / f["nav"] * 100.0
-            if pct > sector_limit and after > f["sector"]:
+            if not (pct <= sector_limit or after <= f["sector"]):
                 out.append(_check(codes.FIRM_SECTOR_CONCENTRATION, sector_limit, pct, None,
                                   f"firm exposure to sector {ins.sector}, % of firm NAV"))
         if r.max_beta_delta is not None:
             after = f["beta"] + s * qty * px * ins.beta
-            if abs(after) > r.max_beta_delta and abs(after) > abs(f["beta"]):
+            if not (abs(after) <= r.max_beta_delta or abs(after) <= abs(f["beta"])):
                 out.append(_check(codes.FIRM_BETA_DELTA, r.max_beta_delta, after, None,
                                   "firm beta-weighted net delta after the block"))
         return out
@@ -940,34 +956,33 @@ def _waterfill(q_lots: int, weights: list[float], caps: list[int], excluded: lis
     cap; after ``MAX_ROUNDS`` rounds the accounts still in play are swept one at a time in order
     of cap/weight.
     Rounding floors every ideal, then hands the lots left over one each to the largest remainders;
-    ties go to the larger weight, then to the earlier account in book order. When the block covers
-    every cap, each account simply takes its cap.
+    ties go to the larger weight, then to the earlier account in book order.
     """
     n = len(weights)
     out = _Fill([0] * n, [0.0] * n, [0.0] * n, [False] * n)
     live = [j for j in range(n) if not excluded[j] and weights[j] > 0.0]
-    rem_q = float(q_lots)
-    rem_w = 0.0
-    for j in live:
-        rem_w += weights[j]
     cap_total = 0
     for j in live:
         cap_total += caps[j]
     target = q_lots if q_lots < cap_total else cap_total
-    if q_lots >= cap_total:
-        # the block covers every cap: each account takes its cap, and wants its plain
-        # pro-rata share of the block
-        for j in live:
-            out.ideal[j] = float(caps[j])
-            out.want[j] = rem_q * weights[j] / rem_w
-            out.capped[j] = True
-            out.qty[j] = caps[j]
-        return out
+
+    def pool_weight(pool: list[int]) -> float:
+        # summed afresh over the pool: subtraction can leave zero next to a tiny weight
+        w = 0.0
+        for j in pool:
+            w += weights[j]
+        return w
+
     # rounds of simultaneous capping at one level; after MAX_ROUNDS a sorted sweep
+    rem_q = float(q_lots)
     active = list(live)
     rounds = 0
     settled = False
     while rounds < MAX_ROUNDS:
+        if not active:
+            settled = True
+            break
+        rem_w = pool_weight(active)
         any_capped = False
         for j in active:
             share = rem_q * weights[j] / rem_w
@@ -982,26 +997,30 @@ def _waterfill(q_lots: int, weights: list[float], caps: list[int], excluded: lis
         for j in active:
             if out.capped[j]:
                 rem_q -= caps[j]
-                rem_w -= weights[j]
         active = [j for j in active if not out.capped[j]]
         rounds += 1
     if not settled:
         active = sorted(active, key=lambda j: (caps[j] / weights[j], j))
+        suffix = [0.0] * (len(active) + 1)
+        for m in range(len(active) - 1, -1, -1):
+            suffix[m] = weights[active[m]] + suffix[m + 1]
         k = 0
         while k < len(active):
             j = active[k]
-            share = rem_q * weights[j] / rem_w
+            share = rem_q * weights[j] / suffix[k]
             if share < caps[j]:
                 break
             out.ideal[j] = float(caps[j])
             out.want[j] = share
             out.capped[j] = True
             rem_q -= caps[j]
-            rem_w -= weights[j]
             k += 1
         active = active[k:]
+    rem_w = pool_weight(active)
     for j in active:
         share = rem_q * weights[j] / rem_w
+        if share < 0.0:
+            share = 0.0  # rounding can leave a hair below zero to share
         out.want[j] = share
         out.ideal[j] = share if share < caps[j] else float(caps[j])
     qty = out.qty
@@ -1030,11 +1049,15 @@ def _waterfill(q_lots: int, weights: list[float], caps: list[int], excluded: lis
     elif left < 0:
         cand = sorted((j for j in live if qty[j] > 0),
                       key=lambda j: (ideal[j] - math.floor(ideal[j]), weights[j], -j))
-        for j in cand:
-            if left == 0:
-                break
-            qty[j] -= 1
-            left += 1
+        # one lot each from the smallest remainders, round after round, until the total fits
+        while left < 0 and cand:
+            for j in cand:
+                if left == 0:
+                    break
+                if qty[j] > 0:
+                    qty[j] -= 1
+                    left += 1
+            cand = [j for j in cand if qty[j] > 0]
     return out
 
 
@@ -1092,10 +1115,10 @@ class _BlockFills:
             return None
         if self.closed is not None:
             raise OrderError(f"block {self.order_id} is closed; execution {exec_id} refused")
-        if qty <= 0 or not (price > 0.0 and math.isfinite(price)):
+        if not 1 <= qty <= MAX_QUANTITY or not (price > 0.0 and math.isfinite(price)):
             raise OrderError(f"execution {exec_id}: quantity and price must be positive")
         allocated = sum(line.allocated for line in self.lines)
-        if self.cum_qty + qty > allocated:
+        if qty > allocated - self.cum_qty:
             raise OrderError(f"execution {exec_id} overfills block {self.order_id}")
         self.seen.add(exec_id)
         self.cum_qty += qty

@@ -23,43 +23,41 @@ pub const MAX_ROUNDS: usize = 8;
 /// until no share reaches a cap (after `MAX_ROUNDS` rounds, the rest are swept one at a time in
 /// order of cap/weight, so the cost stays N log N). Rounding floors every ideal and hands the
 /// lots left over one each to the largest remainders; ties go to the larger weight, then to the
-/// earlier account in book order. When the block covers every cap, each account simply takes
-/// its cap.
+/// earlier account in book order.
 pub fn waterfill(q_lots: i64, weights: &[f64], caps: &[i64], excluded: &[bool]) -> Split {
     let n = weights.len();
     let mut out =
         Split { qty: vec![0; n], ideal: vec![0.0; n], want: vec![0.0; n], capped: vec![false; n] };
     let live: Vec<usize> = (0..n).filter(|&j| !excluded[j] && weights[j] > 0.0).collect();
-    let mut rem_q = q_lots as f64;
-    let mut rem_w = 0.0;
     let mut cap_total: i64 = 0;
-    for &j in &live {
-        rem_w += weights[j];
-    }
     for &j in &live {
         cap_total += caps[j];
     }
-    if q_lots >= cap_total {
-        // The block covers every cap: each account takes its cap, and wants its plain pro-rata
-        // share of the block.
-        for &j in &live {
-            out.ideal[j] = caps[j] as f64;
-            out.want[j] = rem_q * weights[j] / rem_w;
-            out.capped[j] = true;
-            out.qty[j] = caps[j];
-        }
-        return out;
-    }
     let target = if q_lots < cap_total { q_lots } else { cap_total };
+    // The weight left in the pool is summed afresh over the accounts still in it (never kept
+    // by subtraction, which can leave zero or a negative number next to a tiny weight).
+    let pool_weight = |pool: &[usize]| {
+        let mut w = 0.0;
+        for &j in pool {
+            w += weights[j];
+        }
+        w
+    };
     // Rounds: every account whose pro-rata share of what is left reaches its cap is capped
     // (all at once, at the same level), and what they could not take goes to the rest. The
     // level only rises, so capped accounts stay capped; a few rounds usually settle it. After
     // MAX_ROUNDS, the accounts still in play are swept one at a time in order of cap/weight,
     // which bounds the cost by N log N.
+    let mut rem_q = q_lots as f64;
     let mut active = live.clone();
     let mut rounds = 0;
     let mut settled = false;
     while rounds < MAX_ROUNDS {
+        if active.is_empty() {
+            settled = true;
+            break;
+        }
+        let rem_w = pool_weight(&active);
         let mut any = false;
         for &j in &active {
             let share = rem_q * weights[j] / rem_w;
@@ -77,7 +75,6 @@ pub fn waterfill(q_lots: i64, weights: &[f64], caps: &[i64], excluded: &[bool]) 
         for &j in &active {
             if out.capped[j] {
                 rem_q -= caps[j] as f64;
-                rem_w -= weights[j];
             }
         }
         active.retain(|&j| !out.capped[j]);
@@ -88,10 +85,15 @@ pub fn waterfill(q_lots: i64, weights: &[f64], caps: &[i64], excluded: &[bool]) 
             active.iter().map(|&j| (caps[j] as f64 / weights[j], j)).collect();
         keyed.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
         active = keyed.into_iter().map(|(_, j)| j).collect();
+        // weight of the accounts from position m on, summed from the back
+        let mut suffix = vec![0.0; active.len() + 1];
+        for m in (0..active.len()).rev() {
+            suffix[m] = weights[active[m]] + suffix[m + 1];
+        }
         let mut k = 0;
         while k < active.len() {
             let j = active[k];
-            let share = rem_q * weights[j] / rem_w;
+            let share = rem_q * weights[j] / suffix[k];
             if share < caps[j] as f64 {
                 break;
             }
@@ -99,13 +101,16 @@ pub fn waterfill(q_lots: i64, weights: &[f64], caps: &[i64], excluded: &[bool]) 
             out.want[j] = share;
             out.capped[j] = true;
             rem_q -= caps[j] as f64;
-            rem_w -= weights[j];
             k += 1;
         }
         active.drain(..k);
     }
+    let rem_w = pool_weight(&active);
     for &j in &active {
-        let share = rem_q * weights[j] / rem_w;
+        let mut share = rem_q * weights[j] / rem_w;
+        if share < 0.0 {
+            share = 0.0; // rounding can leave a hair below zero to share
+        }
         out.want[j] = share;
         out.ideal[j] = if share < caps[j] as f64 { share } else { caps[j] as f64 };
     }
@@ -164,12 +169,18 @@ pub fn waterfill(q_lots: i64, weights: &[f64], caps: &[i64], excluded: &[bool]) 
                 .then(weights[a].total_cmp(&weights[b]))
                 .then(b.cmp(&a))
         });
-        for &j in &cand {
-            if left == 0 {
-                break;
+        // one lot each from the smallest remainders, round after round, until the total fits
+        while left < 0 && !cand.is_empty() {
+            for &j in &cand {
+                if left == 0 {
+                    break;
+                }
+                if out.qty[j] > 0 {
+                    out.qty[j] -= 1;
+                    left += 1;
+                }
             }
-            out.qty[j] -= 1;
-            left += 1;
+            cand.retain(|&j| out.qty[j] > 0);
         }
     }
     out

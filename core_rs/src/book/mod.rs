@@ -7,7 +7,8 @@ use std::sync::Arc;
 use rustc_hash::FxHashMap as HashMap;
 
 use crate::domain::{
-    AccountIn, AccountType, BookIn, InstrumentIn, KillSwitch, MandateIn, RiskConfig, Side,
+    AccountIn, AccountType, BookIn, InstrumentIn, KillSwitch, MandateIn, RiskConfig, Side, MAX_LOT,
+    MAX_QUANTITY,
 };
 use crate::errors::{CoreError, CoreResult};
 
@@ -309,8 +310,11 @@ impl Book {
         if self.by_symbol.contains_key(&ins.symbol) {
             return Err(CoreError::book(format!("duplicate symbol {}", ins.symbol)));
         }
-        if ins.lot_size < 1 {
-            return Err(CoreError::book(format!("{}: lot_size must be at least 1", ins.symbol)));
+        if !(1..=MAX_LOT).contains(&ins.lot_size) {
+            return Err(CoreError::book(format!(
+                "{}: lot_size must be from 1 to {MAX_LOT}",
+                ins.symbol
+            )));
         }
         if !positive(ins.tick_size) || !ins.beta.is_finite() {
             return Err(CoreError::book(format!("{}: tick size or beta invalid", ins.symbol)));
@@ -443,6 +447,9 @@ impl Book {
             if q == 0 {
                 continue;
             }
+            if q.abs() > MAX_QUANTITY {
+                return Err(CoreError::book(format!("{id}: position in {sym} is too large")));
+            }
             if cash_account && q < 0 {
                 return Err(CoreError::book(format!("{id}: cash account holds a short in {sym}")));
             }
@@ -458,8 +465,14 @@ impl Book {
                 .by_symbol
                 .get(sym)
                 .ok_or_else(|| CoreError::book(format!("{id}: unknown symbol {sym:?}")))?;
-            if oo.buy < 0 || oo.sell < 0 || !non_negative(oo.buy_reserved) {
+            if !(0..=MAX_QUANTITY).contains(&oo.buy)
+                || !(0..=MAX_QUANTITY).contains(&oo.sell)
+                || !non_negative(oo.buy_reserved)
+            {
                 return Err(CoreError::book(format!("{id}: open orders in {sym} are negative")));
+            }
+            if (oo.buy > 0 || oo.sell > 0) && self.prices.get(k).is_none_or(|p| p.is_nan()) {
+                return Err(CoreError::book(format!("{id}: works {sym} but it has no price")));
             }
             open_orders.push((
                 k,
@@ -655,6 +668,26 @@ impl Book {
         v
     }
 
+    /// Sets live marks: every one is checked first, so a bad entry changes nothing.
+    pub fn update_prices(&mut self, batch: &[(String, f64)]) -> CoreResult<()> {
+        for (sym, px) in batch {
+            if !self.by_symbol.contains_key(sym) {
+                return Err(CoreError::order(format!("price for unknown symbol {sym:?}"))
+                    .at(["prices", sym.as_str()]));
+            }
+            if !positive(*px) {
+                return Err(CoreError::order(format!(
+                    "price for {sym} must be positive, got {px}"
+                ))
+                .at(["prices", sym.as_str()]));
+            }
+        }
+        for (sym, px) in batch {
+            self.update_price(sym, *px)?;
+        }
+        Ok(())
+    }
+
     pub fn update_price(&mut self, sym: &str, px: f64) -> CoreResult<()> {
         let k = self
             .by_symbol
@@ -685,8 +718,10 @@ impl Book {
     ) -> CoreResult<()> {
         let i = self.account(account_id)?;
         let k = self.symbol(sym)?;
-        if qty <= 0 || !positive(price) {
-            return Err(CoreError::order("fill quantity and price must be positive"));
+        if !(1..=MAX_QUANTITY).contains(&qty) || !positive(price) {
+            return Err(CoreError::order(format!(
+                "fill quantity must be from 1 to {MAX_QUANTITY} and price positive"
+            )));
         }
         if self.prices[k].is_nan() {
             self.prices[k] = price;
@@ -740,8 +775,10 @@ impl Book {
     pub fn release(&mut self, account_id: &str, sym: &str, side: Side, qty: i64) -> CoreResult<()> {
         let i = self.account(account_id)?;
         let k = self.symbol(sym)?;
-        if qty <= 0 {
-            return Err(CoreError::order("release quantity must be positive"));
+        if !(1..=MAX_QUANTITY).contains(&qty) {
+            return Err(CoreError::order(format!(
+                "release quantity must be from 1 to {MAX_QUANTITY}"
+            )));
         }
         self.release_working(i, k, side, qty);
         Ok(())

@@ -8,4 +8,4 @@ pub use book::{
     AccountIn, AccountType, BookIn, FillPolicy, InstrumentIn, InstrumentLimit, KillSwitch,
     MandateIn, OpenOrdersIn, RiskConfig, Throttle,
 };
-pub use order::{AllocationMethod, BlockOrder, LotFailurePolicy, Side};
+pub use order::{AllocationMethod, BlockOrder, LotFailurePolicy, Side, MAX_LOT, MAX_QUANTITY};

@@ -1,5 +1,11 @@
 use crate::errors::{CoreError, CoreResult};
 
+/// Largest quantity of shares the core accepts in one order, fill or position (10^12): far above
+/// any real order, and small enough that sums over many accounts stay exact in `i64` and `f64`.
+pub const MAX_QUANTITY: i64 = 1_000_000_000_000;
+/// Largest lot size.
+pub const MAX_LOT: i64 = 1_000_000;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Side {
     Buy,
@@ -148,8 +154,11 @@ impl BlockOrder {
             }
         }
         match (self.quantity, self.target_weight_pct) {
-            (Some(q), None) if q <= 0 => {
-                return bad("quantity", format!("quantity must be positive, got {q}"))
+            (Some(q), None) if !(1..=MAX_QUANTITY).contains(&q) => {
+                return bad(
+                    "quantity",
+                    format!("quantity must be from 1 to {MAX_QUANTITY}, got {q}"),
+                )
             }
             (None, Some(w)) if !(w.is_finite() && (0.0..=100.0).contains(&w)) => {
                 return bad("target_weight_pct", format!("target weight must be 0..100, got {w}"))
@@ -186,6 +195,12 @@ impl BlockOrder {
                 if !(v.is_finite() && *v >= 0.0) {
                     return Err(CoreError::order(format!(
                         "must be a non-negative number, got {v}"
+                    ))
+                    .at([field.to_owned(), acct.clone()]));
+                }
+                if self.method == AllocationMethod::Shares && *v > MAX_QUANTITY as f64 {
+                    return Err(CoreError::order(format!(
+                        "at most {MAX_QUANTITY} shares, got {v}"
                     ))
                     .at([field.to_owned(), acct.clone()]));
                 }

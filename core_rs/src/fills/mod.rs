@@ -190,12 +190,12 @@ impl BlockFills {
                 self.order_id
             )));
         }
-        if qty <= 0 || !(price.is_finite() && price > 0.0) {
+        if !((1..=crate::domain::MAX_QUANTITY).contains(&qty) && price.is_finite() && price > 0.0) {
             return Err(CoreError::order(format!(
                 "execution {exec_id}: quantity and price must be positive"
             )));
         }
-        if self.cum_qty + qty > self.allocated() {
+        if qty > self.allocated() - self.cum_qty {
             return Err(CoreError::order(format!(
                 "execution {exec_id} overfills block {}: {} + {qty} > {}",
                 self.order_id,

@@ -1,7 +1,5 @@
 //! `Engine` and `Decision` classes.
 
-use std::collections::HashMap;
-
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -30,6 +28,17 @@ macro_rules! attr {
             .extract()
             .map_err(|e| to_py(obj.py(), CoreError::order(format!("{}: {e}", $name)).at([$name])))
     }};
+}
+
+/// A share quantity given from Python: a whole number the core can hold, else `OrderError`.
+fn quantity_arg(obj: &Bound<'_, PyAny>) -> PyResult<i64> {
+    obj.extract::<i64>().map_err(|_| {
+        to_py(
+            obj.py(),
+            CoreError::order(format!("quantity must be a whole number of shares, got {obj}"))
+                .at(["quantity"]),
+        )
+    })
 }
 
 /// Reads a block order from any object with the attributes of `mats.models.BlockOrder`.
@@ -123,15 +132,18 @@ impl Engine {
         py_result(py, self.inner.book.upsert_account(&a))
     }
 
-    /// Sets live marks.
-    fn update_prices(&mut self, py: Python<'_>, prices: HashMap<String, f64>) -> PyResult<()> {
-        for (sym, px) in &prices {
-            py_result(
-                py,
-                self.inner.book.update_price(sym, *px).map_err(|e| e.at(["prices", sym])),
-            )?;
+    /// Sets live marks: all of them, or none if any is wrong.
+    fn update_prices(&mut self, prices: &Bound<'_, PyDict>) -> PyResult<()> {
+        let py = prices.py();
+        let mut batch = Vec::with_capacity(prices.len());
+        for (sym, px) in prices.iter() {
+            let sym: String = sym.extract()?;
+            let px: f64 = px.extract().map_err(|e| {
+                to_py(py, CoreError::order(format!("price: {e}")).at(["prices", sym.as_str()]))
+            })?;
+            batch.push((sym, px));
         }
-        Ok(())
+        py_result(py, self.inner.book.update_prices(&batch))
     }
 
     /// Books an execution for one account.
@@ -141,10 +153,11 @@ impl Engine {
         account_id: &str,
         symbol: &str,
         side: &str,
-        quantity: i64,
+        quantity: &Bound<'_, PyAny>,
         price: f64,
     ) -> PyResult<()> {
         let side = py_result(py, Side::parse(side))?;
+        let quantity = quantity_arg(quantity)?;
         py_result(py, self.inner.apply_fill(account_id, symbol, side, quantity, price))
     }
 
@@ -155,9 +168,10 @@ impl Engine {
         account_id: &str,
         symbol: &str,
         side: &str,
-        quantity: i64,
+        quantity: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
         let side = py_result(py, Side::parse(side))?;
+        let quantity = quantity_arg(quantity)?;
         py_result(py, self.inner.book.release(account_id, symbol, side, quantity))
     }
 
@@ -169,9 +183,10 @@ impl Engine {
         py: Python<'_>,
         order_id: &str,
         exec_id: &str,
-        quantity: i64,
+        quantity: &Bound<'_, PyAny>,
         price: f64,
     ) -> PyResult<Option<Vec<FillRow>>> {
+        let quantity = quantity_arg(quantity)?;
         let fills = py_result(py, self.inner.execution(order_id, exec_id, quantity, price))?;
         Ok(fills.map(|v| {
             v.into_iter()

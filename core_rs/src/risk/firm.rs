@@ -191,7 +191,8 @@ pub fn layer1(
     let new_v = (firm_q + s * qty).abs() as f64 * px;
     if let Some(lim) = r.max_gross_exposure {
         let after = f.gross - old_v + new_v;
-        if after > lim && after > f.gross {
+        // written so that a measure that is not a number fails (closed), never passes
+        if !(after <= lim || after <= f.gross) {
             out.push(Check::new(
                 Code::FirmGrossExposure,
                 Some(lim),
@@ -202,7 +203,7 @@ pub fn layer1(
     }
     if let Some(lim) = r.max_net_exposure {
         let after = f.net + (s * qty) as f64 * px;
-        if after.abs() > lim && after.abs() > f.net.abs() {
+        if !(after.abs() <= lim || after.abs() <= f.net.abs()) {
             out.push(Check::new(
                 Code::FirmNetExposure,
                 Some(lim),
@@ -216,7 +217,7 @@ pub fn layer1(
         if f.nav > 0.0 {
             let after = f.sector - old_v + new_v;
             let pct = after / f.nav * 100.0;
-            if pct > lim && after > f.sector {
+            if !(pct <= lim || after <= f.sector) {
                 out.push(Check::new(
                     Code::FirmSectorConcentration,
                     Some(lim),
@@ -228,7 +229,7 @@ pub fn layer1(
     }
     if let Some(lim) = r.max_beta_delta {
         let after = f.beta + (s * qty) as f64 * px * ins.beta;
-        if after.abs() > lim && after.abs() > f.beta.abs() {
+        if !(after.abs() <= lim || after.abs() <= f.beta.abs()) {
             out.push(Check::new(
                 Code::FirmBetaDelta,
                 Some(lim),
