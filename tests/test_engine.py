@@ -584,3 +584,22 @@ def test_the_reference_refuses_an_unpriced_holding_like_the_core() -> None:
     for engine in both(book):
         with pytest.raises(BookError, match="no price"):
             engine.upsert_account(acct)
+
+
+def test_working_orders_in_other_symbols_count_against_leverage_and_sector_caps() -> None:
+    book = make_book([100_000], mandate={"max_gross_leverage": 1.0,
+                                         "sector_caps_pct": {"Tech": 50.0}})
+    for e in both(book):
+        def run(symbol: str, q: int, n: int, engine: Any = e) -> list[int]:
+            o = order(order_id=f"W{n}", journey_id=f"WJ{n}", symbol=symbol, quantity=q)
+            if isinstance(engine, Engine):
+                return qty(engine.decide(o, as_of=T0))
+            return [line["quantity"] for line in engine.process(o, as_of=T0)["lines"]]
+
+        assert run("AAPL", 5_000, 1) == [5_000]   # Tech 50 % of NAV, working
+        assert run("MSFT", 5_000, 2) == [0]       # Tech is full with AAPL's working order
+        assert run("XOM", 8_000, 3) == [5_000]    # gross 1x NAV: 50,000 left
+        for sym, q in (("AAPL", 5_000), ("XOM", 5_000)):
+            e.apply_fill("A0", sym, "buy", q, 10.0)
+        gross = sum(abs(e.position("A0", s)) * 10.0 for s in ("MSFT", "AAPL", "XOM"))
+        assert gross <= 100_000

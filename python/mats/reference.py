@@ -82,7 +82,8 @@ class _Account:
     restricted_sectors: set[str]
     # Gross exposure at marks, summed over positions in instrument order, and per sector: kept
     # between calls and re-summed when positions or marks of held instruments move.
-    gross: float = 0.0
+    gross: float = 0.0  # working orders counted as filled, the larger way
+    gross_pos: float = 0.0  # positions alone (what Reg T margins)
     sector_gross: list[float] = field(default_factory=list)
     fresh: bool = False
 
@@ -150,6 +151,13 @@ class _Caps:
         cap = self.reducing + (rule.e_cap if rule.e_cap > 0.0 else 0.0)
         return _check(rule.code, rule.limit, value, float(_floor_lots(cap, lot) * lot),
                       rule.text)
+
+
+def _worst_case(position: int, open_buy: int, open_sell: int) -> int:
+    """Shares of exposure if every working order filled, the larger way: buys or sells."""
+    up = abs(position + open_buy)
+    down = abs(position - open_sell)
+    return up if up > down else down
 
 
 def _floor_lots(shares: float, lot: int) -> int:
@@ -269,7 +277,8 @@ class ReferenceEngine:
             ins = self.by_symbol[sym]
             self.prices[ins.idx] = px
             for acct in self.accounts:
-                if ins.idx in acct.positions:
+                oo = acct.open_orders.get(ins.idx)
+                if ins.idx in acct.positions or (oo is not None and (oo.buy or oo.sell)):
                     acct.fresh = False
 
     def set_kill_switch(self, mode: KillSwitch) -> None:
@@ -314,10 +323,12 @@ class ReferenceEngine:
             if acct.reserved_cash < 0.0:
                 acct.reserved_cash = 0.0
             self.firm_work[k] -= take
+            acct.fresh = False
         elif side is Side.SELL and oo.sell > 0:
             take = quantity if quantity < oo.sell else oo.sell
             oo.sell -= take
             self.firm_work[k] += take
+            acct.fresh = False
 
     def release(self, account_id: str, symbol: str, side: Side, quantity: int) -> None:
         """Release working quantity that will not fill (cancelled or expired child orders)."""
@@ -352,23 +363,39 @@ class ReferenceEngine:
                 continue
             sectors = [0.0] * n_sectors
             gross = 0.0
-            for k, q in acct.positions.items():
-                v = abs(q) * self.prices[k]
+            gross_pos = 0.0
+            for k in sorted(set(acct.positions) | set(acct.open_orders)):
+                q = acct.positions.get(k, 0)
+                oo = acct.open_orders.get(k)
+                b, s = (oo.buy, oo.sell) if oo is not None else (0, 0)
+                if q == 0 and b == 0 and s == 0:
+                    continue
+                mark = self.prices[k]
+                v = _worst_case(q, b, s) * mark
                 gross += v
+                gross_pos += abs(q) * mark
                 sectors[self.instruments[k].sector_idx] += v
             acct.gross = gross
+            acct.gross_pos = gross_pos
             acct.sector_gross = sectors
             acct.fresh = True
 
     def _account_exposure(self, acct: _Account, ins: _Instrument, px: float
-                          ) -> tuple[float, float]:
-        """(gross of other symbols, gross of other symbols in the order's sector), live marks.
+                          ) -> tuple[float, float, float]:
+        """Other symbols' gross, their gross in the order's sector (working orders counted as
+        filled, the larger way), and their positions' gross alone, at marks.
 
         The account's totals less the symbol's own part (totals must be fresh).
         """
         pos = acct.positions.get(ins.idx, 0)
-        own = abs(pos) * self.prices[ins.idx] if pos != 0 else 0.0
-        return acct.gross - own, acct.sector_gross[ins.sector_idx] - own
+        oo = acct.open_orders.get(ins.idx)
+        b, s = (oo.buy, oo.sell) if oo is not None else (0, 0)
+        own, own_pos = 0.0, 0.0
+        if pos != 0 or b != 0 or s != 0:
+            mark = self.prices[ins.idx]
+            own, own_pos = _worst_case(pos, b, s) * mark, abs(pos) * mark
+        return (acct.gross - own, acct.sector_gross[ins.sector_idx] - own,
+                acct.gross_pos - own_pos)
 
     def _caps(self, acct: _Account, ins: _Instrument, side: Side, px: float) -> _Caps:
         """Every mandate rule's room for this account in this symbol and side, at price ``px``."""
@@ -399,7 +426,7 @@ class ReferenceEngine:
             rules.append(_Rule(codes.MAX_POSITION_SHARES, float(m.max_position_shares - e0),
                                float(m.max_position_shares), float(e0), 1.0,
                                RULE_TEXT[codes.MAX_POSITION_SHARES]))
-        gross_other, sector_other = self._account_exposure(acct, ins, px)
+        gross_other, sector_other, gross_pos_other = self._account_exposure(acct, ins, px)
         cap_pct = m.sector_caps_pct.get(ins.sector, m.default_sector_cap_pct)
         if cap_pct is not None:
             room = (cap_pct / 100.0 * nav - sector_other) / px - e0
@@ -419,7 +446,7 @@ class ReferenceEngine:
                 rules.append(_Rule(codes.SETTLED_CASH, funds / px, funds, 0.0, px,
                                    RULE_TEXT[codes.SETTLED_CASH]))
         else:
-            im = REG_T_INITIAL_MARGIN * (gross_other + abs(pos) * px)
+            im = REG_T_INITIAL_MARGIN * (gross_pos_other + abs(pos) * px)
             excess = (nav - acct.pending_withdrawals - buffer - im
                       - REG_T_INITIAL_MARGIN * acct.reserved_cash)
             bp = excess / REG_T_INITIAL_MARGIN
@@ -472,7 +499,7 @@ class ReferenceEngine:
                          - buffer)
                 else:
                     w = (acct.net_liq - acct.pending_withdrawals - buffer
-                         - REG_T_INITIAL_MARGIN * acct.gross
+                         - REG_T_INITIAL_MARGIN * acct.gross_pos
                          - REG_T_INITIAL_MARGIN * acct.reserved_cash)
             elif method is AllocationMethod.EQUAL:
                 w = 1.0
@@ -887,6 +914,7 @@ class ReferenceEngine:
             else:
                 oo.sell += q
             self.firm_work[ins.idx] += order.side.sign * q
+            acct.fresh = False
         self.blocks[order.order_id] = _BlockFills(order.order_id, ins.symbol, order.side,
                                                   fill_lines)
 

@@ -8,7 +8,7 @@
 
 use std::borrow::Cow;
 
-use crate::book::{Book, Mandate};
+use crate::book::{worst_case, Book, Mandate};
 use crate::codes::Code;
 use crate::decision::Check;
 use crate::domain::Side;
@@ -49,9 +49,12 @@ pub struct Ctx {
     /// Same-direction exposure already held or working, in shares.
     pub e0: i64,
     pub nav: f64,
-    /// Gross exposure at marks of the account's other symbols, and of those in the sector.
+    /// Gross exposure at marks of the account's other symbols, and of those in the sector,
+    /// counting their working orders as filled (the larger way).
     pub gross_other: f64,
     pub sector_other: f64,
+    /// Gross exposure at marks of the other symbols' positions alone (what Reg T margins).
+    pub gross_pos_other: f64,
     pub restricted_symbol: bool,
     pub restricted_sector: bool,
     pub short_ban: bool,
@@ -78,7 +81,13 @@ pub fn context(book: &Book, i: usize, pos: i64, k: usize, side: Side) -> Ctx {
         (_, None) => pos,
     };
     // the account's totals less the symbol's own part, at marks
-    let own = if pos != 0 { pos.abs() as f64 * book.prices[k] } else { 0.0 };
+    let (b, s_) = acct.open(k).map_or((0, 0), |o| (o.buy, o.sell));
+    let (own, own_pos) = if pos != 0 || b != 0 || s_ != 0 {
+        let mark = book.prices[k];
+        (worst_case(pos, b, s_) as f64 * mark, pos.abs() as f64 * mark)
+    } else {
+        (0.0, 0.0)
+    };
     let nav = acct.net_liq;
     let buffer = m.cash_buffer_pct / 100.0 * nav;
     Ctx {
@@ -89,6 +98,7 @@ pub fn context(book: &Book, i: usize, pos: i64, k: usize, side: Side) -> Ctx {
         nav,
         gross_other: acct.gross - own,
         sector_other: book.sector_gross(i, ins.sector_idx) - own,
+        gross_pos_other: acct.gross_pos - own_pos,
         restricted_symbol: m.restricted_symbols.contains(&k),
         restricted_sector: m.restricted_sectors.contains(&ins.sector_idx),
         short_ban: s < 0 && (acct.cash_account || !m.allow_short),
@@ -187,7 +197,7 @@ pub fn caps_at(c: &Ctx, m: &Mandate, px: f64) -> Caps {
 /// Reg T buying power of a margin account: twice the equity above initial margin on its
 /// positions (the order's symbol at `px`) and on its reserved cash.
 fn buying_power(c: &Ctx, px: f64) -> f64 {
-    let im = REG_T_INITIAL_MARGIN * (c.gross_other + c.pos.abs() as f64 * px);
+    let im = REG_T_INITIAL_MARGIN * (c.gross_pos_other + c.pos.abs() as f64 * px);
     let excess = c.equity - im - REG_T_INITIAL_MARGIN * c.reserved_cash;
     excess / REG_T_INITIAL_MARGIN
 }

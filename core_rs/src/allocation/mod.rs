@@ -88,7 +88,7 @@ pub fn weights(
                     acct.net_liq
                         - acct.pending_withdrawals
                         - buffer
-                        - REG_T_INITIAL_MARGIN * acct.gross
+                        - REG_T_INITIAL_MARGIN * acct.gross_pos
                         - REG_T_INITIAL_MARGIN * acct.reserved_cash
                 }
             }

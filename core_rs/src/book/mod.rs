@@ -70,8 +70,11 @@ pub struct Account {
     pub positions: Vec<(usize, i64)>,
     pub open_orders: Vec<(usize, OpenOrders)>,
     pub strategies: Vec<String>,
-    /// Gross exposure at marks, summed over positions in instrument order (cached).
+    /// Gross exposure at marks counting working orders as filled, the larger way (cached):
+    /// Σ max(|position + open buys|, |position − open sells|) × mark, in instrument order.
     pub gross: f64,
+    /// Gross exposure of the positions alone at marks (cached): what Reg T margins.
+    pub gross_pos: f64,
     /// False when positions or marks of held instruments changed since the totals were summed.
     pub exposure_fresh: bool,
 }
@@ -85,16 +88,27 @@ impl Account {
     }
 
     pub fn open(&self, k: usize) -> Option<&OpenOrders> {
-        self.open_orders.iter().find(|o| o.0 == k).map(|o| &o.1)
+        match self.open_orders.binary_search_by_key(&k, |o| o.0) {
+            Ok(i) => Some(&self.open_orders[i].1),
+            Err(_) => None,
+        }
     }
 
+    /// The open orders in `k`, created if needed (the list stays sorted by instrument).
     fn open_mut(&mut self, k: usize) -> &mut OpenOrders {
-        if let Some(i) = self.open_orders.iter().position(|o| o.0 == k) {
-            return &mut self.open_orders[i].1;
-        }
-        self.open_orders.push((k, OpenOrders::default()));
-        let last = self.open_orders.len() - 1;
-        &mut self.open_orders[last].1
+        let i = match self.open_orders.binary_search_by_key(&k, |o| o.0) {
+            Ok(i) => i,
+            Err(i) => {
+                self.open_orders.insert(i, (k, OpenOrders::default()));
+                i
+            }
+        };
+        &mut self.open_orders[i].1
+    }
+
+    /// Whether the account holds or works instrument `k`.
+    pub fn in_instrument(&self, k: usize) -> bool {
+        self.position(k) != 0 || self.open(k).is_some_and(|o| o.buy > 0 || o.sell > 0)
     }
 
     /// Adds `delta` shares to the position in instrument `k`, keeping the list sorted.
@@ -169,6 +183,17 @@ impl Account {
             }
             _ => 0,
         }
+    }
+}
+
+/// Shares of exposure if every working order filled, the larger way: buys or sells.
+pub fn worst_case(position: i64, open_buy: i64, open_sell: i64) -> i64 {
+    let up = (position + open_buy).abs();
+    let down = (position - open_sell).abs();
+    if up > down {
+        up
+    } else {
+        down
     }
 }
 
@@ -483,6 +508,7 @@ impl Book {
                 },
             ));
         }
+        open_orders.sort_unstable_by_key(|o| o.0);
         let account = Account {
             account_id: Arc::from(id.as_str()),
             cash_account,
@@ -496,6 +522,7 @@ impl Book {
             open_orders,
             strategies: a.strategies.clone(),
             gross: 0.0,
+            gross_pos: 0.0,
             exposure_fresh: false,
         };
         for &(k, q) in &account.positions {
@@ -508,16 +535,19 @@ impl Book {
         self.firm_totals = None;
         let existing = self.account_idx.get(id).copied();
         let slot = existing.unwrap_or(self.accounts.len());
+        // instruments the account held or worked before and holds or works now
+        let mut touched: Vec<usize> = account
+            .positions
+            .iter()
+            .map(|p| p.0)
+            .chain(account.open_orders.iter().map(|o| o.0))
+            .collect();
         if let Some(i) = existing {
-            let old: Vec<usize> = self.accounts[i].positions.iter().map(|p| p.0).collect();
-            for k in old {
-                self.set_holder(k, i, 0);
-            }
+            let old = &self.accounts[i];
+            touched.extend(old.positions.iter().map(|p| p.0));
+            touched.extend(old.open_orders.iter().map(|o| o.0));
         } else {
             self.sector_gross.resize(self.sector_gross.len() + self.sectors.len(), 0.0);
-        }
-        for &(k, q) in &account.positions {
-            self.set_holder(k, slot, q);
         }
         match self.account_idx.get(id) {
             Some(&i) => {
@@ -534,6 +564,11 @@ impl Book {
                 Arc::make_mut(&mut self.account_ids).push(account.account_id.clone());
                 self.accounts.push(account);
             }
+        }
+        touched.sort_unstable();
+        touched.dedup();
+        for k in touched {
+            self.sync_holder(k, slot);
         }
         let mut nav = 0.0;
         for a in &self.accounts {
@@ -572,6 +607,8 @@ impl Book {
     /// Reserves an accepted lot: the account's working quantity and cash, the firm's working.
     pub fn reserve(&mut self, i: usize, k: usize, side: Side, qty: i64, price: f64) {
         self.accounts[i].reserve(k, side, qty, price);
+        self.accounts[i].exposure_fresh = false;
+        self.sync_holder(k, i);
         self.firm_work[k] += side.sign() * qty;
         self.firm_totals = None;
     }
@@ -580,6 +617,8 @@ impl Book {
     pub fn release_working(&mut self, i: usize, k: usize, side: Side, qty: i64) {
         let taken = self.accounts[i].release(k, side, qty);
         if taken != 0 {
+            self.accounts[i].exposure_fresh = false;
+            self.sync_holder(k, i);
             self.firm_work[k] -= side.sign() * taken;
             self.firm_totals = None;
         }
@@ -601,13 +640,35 @@ impl Book {
             }
             let sectors = &mut self.sector_gross[i * n_sectors..(i + 1) * n_sectors];
             sectors.fill(0.0);
-            let mut gross = 0.0;
-            for &(j, q) in &a.positions {
-                let v = q.abs() as f64 * self.prices[j];
+            let (mut gross, mut gross_pos) = (0.0, 0.0);
+            // positions and open orders are both sorted by instrument: walk them together
+            let (mut p, mut o) = (0, 0);
+            loop {
+                let kp = a.positions.get(p).map_or(usize::MAX, |x| x.0);
+                let ko = a.open_orders.get(o).map_or(usize::MAX, |x| x.0);
+                let j = kp.min(ko);
+                if j == usize::MAX {
+                    break;
+                }
+                let q = if kp == j { a.positions[p].1 } else { 0 };
+                let (b, s) = if ko == j {
+                    (a.open_orders[o].1.buy, a.open_orders[o].1.sell)
+                } else {
+                    (0, 0)
+                };
+                p += usize::from(kp == j);
+                o += usize::from(ko == j);
+                if q == 0 && b == 0 && s == 0 {
+                    continue;
+                }
+                let mark = self.prices[j];
+                let v = worst_case(q, b, s) as f64 * mark;
                 gross += v;
+                gross_pos += q.abs() as f64 * mark;
                 sectors[self.instruments[j].sector_idx] += v;
             }
             a.gross = gross;
+            a.gross_pos = gross_pos;
             a.exposure_fresh = true;
         }
     }
@@ -632,23 +693,26 @@ impl Book {
         out
     }
 
-    /// Records account `i`'s quantity `q` in instrument `k` in the holders index (0 removes).
-    fn set_holder(&mut self, k: usize, i: usize, q: i64) {
+    /// Brings the holders index of `k` in line with account `i`: listed, with its position,
+    /// while it holds or works the instrument.
+    fn sync_holder(&mut self, k: usize, i: usize) {
+        let acct = &self.accounts[i];
+        let (listed, q) = (acct.in_instrument(k), acct.position(k));
         let list = &mut self.holders[k];
         match list.binary_search_by_key(&i, |h| h.0) {
-            Ok(n) if q == 0 => {
+            Ok(n) if !listed => {
                 list.remove(n);
             }
             Ok(n) => list[n].1 = q,
-            Err(n) if q != 0 => list.insert(n, (i, q)),
+            Err(n) if listed => list.insert(n, (i, q)),
             Err(_) => {}
         }
     }
 
     /// Moves account `i`'s position in `k` by `delta`: account, holders index and firm.
     fn move_position(&mut self, i: usize, k: usize, delta: i64) {
-        let q = self.accounts[i].add_position(k, delta);
-        self.set_holder(k, i, q);
+        self.accounts[i].add_position(k, delta);
+        self.sync_holder(k, i);
         self.firm_pos[k] += delta;
     }
 
