@@ -1,11 +1,14 @@
-"""Shared fixtures: where the repository and the shipped sample book are, and scratch copies."""
+"""Shared fixtures: the repository and its sample book, scratch copies, a real Kafka broker."""
 
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from mats import kafka
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE_DIR = REPO / "data" / "sample"
@@ -21,3 +24,21 @@ def sample_dir() -> Path:
 def book_copy(tmp_path: Path) -> Path:
     """A fresh copy of the sample book folder (with its day and orders) to break at will."""
     return Path(shutil.copytree(SAMPLE_DIR, tmp_path / "book"))
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[kafka.KafkaSettings]:
+    """A running local Kafka broker with the MATS topics; its settings (ports as recorded).
+
+    One per test module, on free loopback ports in its own run folder, so that one module's
+    messages, consumer groups and broker restarts never reach another's. Stopped after the
+    module (if a test has not stopped it already).
+    """
+    run_dir = tmp_path_factory.mktemp("kafka") / "run"
+    # env={}: a developer's MATS_KAFKA_BOOTSTRAP must not send the tests to another Kafka
+    cfg = kafka.settings(run_dir=run_dir, port=0, controller_port=0, env={})
+    st = kafka.up(cfg, timeout=90)
+    assert st.started and st.pid is not None
+    started = kafka.settings(run_dir=run_dir, env={})
+    yield started
+    kafka.down(started, timeout=30)

@@ -126,6 +126,8 @@ class TopicSpec:
 TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec("mats.signals", 6, "delete", "strategy id",
               "strategy signals (block intents) into intake", 7 * DAY_MS),
+    TopicSpec("mats.blocks", 6, "delete", "strategy id",
+              "block orders that passed intake, to block processing", 7 * DAY_MS),
     TopicSpec("mats.marketdata", 6, "delete", "symbol",
               "live prices for layer-2 risk and exposure", 1 * DAY_MS),
     TopicSpec("mats.exec-reports", 6, "delete", "block id",

@@ -1,0 +1,1 @@
+"""The MATS intraday stream app (Faust): ``faust -A streams.app worker``."""
