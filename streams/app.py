@@ -6,6 +6,16 @@ Agents
     reads strategy signals from ``mats.signals`` (raw bytes), checks each one into a
     :class:`mats.models.BlockOrder` with :func:`mats.intake.validate_signal`, forwards the valid
     ones to ``mats.blocks`` (keyed by strategy) and the rest to ``mats.dlq`` with the reason.
+``marketdata``
+    reads live prices from ``mats.marketdata`` (``{"symbol", "price", "ts"}``, checked with
+    :func:`mats.blocks.validate_tick`) and keeps the newest per symbol for ``blocks``; bad ticks
+    go to ``mats.dlq`` with the reason.
+``blocks``
+    reads block orders from ``mats.blocks``, hands the prices received since the last block to
+    the worker's engine, runs the block through the core in one call (layer 1, allocation,
+    layer 2, committed) and publishes what :func:`mats.blocks.block_messages` says: the
+    allocation instruction to ``mats.allocations``, the child orders of an accepted block to
+    ``mats.orders.<broker>``, alerts to ``mats.alerts``.
 
 Wire types are Faust records (:class:`BlockRecord`) converted to the pydantic models at the
 agent's edge; the rules live in the models and in :mod:`mats.intake`, not here. Topic names and
@@ -17,8 +27,11 @@ Environment
     the Kafka bootstrap servers (default: the local broker of ``mats kafka up``, as
     :func:`mats.kafka.settings` finds it)
 ``MATS_BOOK_DIR``
-    the book folder whose symbols and accounts signals may name (default: ``data/sample`` in
-    the checkout); read when the worker starts
+    the book folder whose symbols and accounts signals may name, and which the worker's engine
+    starts from (default: ``data/sample`` in the checkout); read when the worker starts
+``MATS_KAFKA_GATEWAYS``
+    the gateways there are order topics for (as for ``mats kafka``); a worker whose book has
+    accounts at a broker without a gateway refuses to start
 ``APP_DATADIR``
     Faust's own: the worker's local state folder (default: ``run/streams`` in the checkout)
 
@@ -29,8 +42,11 @@ starts.
 from __future__ import annotations
 
 import functools
+import json
 import os
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +55,18 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TransportT
 
 from mats import kafka
+from mats.blocks import Outgoing, PriceTick, block_messages, brokers_of, validate_tick
 from mats.config import load_book
-from mats.intake import DeadLetter, KnownIds, SignalError, dead_letter, validate_signal
+from mats.engine import Engine, load_decision
+from mats.errors import MatsError
+from mats.intake import (
+    DeadLetter,
+    KnownIds,
+    Problem,
+    SignalError,
+    dead_letter,
+    validate_signal,
+)
 from mats.models import BlockOrder
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -65,6 +91,60 @@ def known_ids() -> KnownIds:
     return KnownIds.of(load_book(book_dir()))
 
 
+class GatewayMissing(MatsError):
+    """The book has accounts at a broker that no gateway (``mats.orders.<broker>``) serves."""
+
+
+@dataclass
+class Desk:
+    """A worker's block-processing state: its engine, the accounts' brokers, prices to apply.
+
+    ``pending`` holds the newest tick per symbol received since the last block; the ``blocks``
+    agent hands them to the engine in one call before it runs the next block.
+    """
+
+    engine: Engine
+    brokers: dict[str, str]
+    known: KnownIds
+    pending: dict[str, PriceTick] = field(default_factory=dict)
+    last: dict[str, datetime] = field(default_factory=dict)
+
+    def take_tick(self, tick: PriceTick) -> bool:
+        """Keeps ``tick`` unless a newer one for its symbol came first; whether it was kept."""
+        seen = self.last.get(tick.symbol)
+        if seen is not None and tick.ts < seen:
+            return False
+        self.last[tick.symbol] = tick.ts
+        self.pending[tick.symbol] = tick
+        return True
+
+    def apply_prices(self) -> None:
+        if self.pending:
+            self.engine.update_prices({s: t.price for s, t in self.pending.items()})
+            self.pending.clear()
+
+
+@functools.cache
+def desk() -> Desk:
+    """The worker's :class:`Desk`, built once per process from the book in :func:`book_dir`.
+
+    Raises
+    ------
+    GatewayMissing
+        An account's broker has no gateway among ``MATS_KAFKA_GATEWAYS`` (or the defaults).
+    """
+    book = load_book(book_dir())
+    brokers = brokers_of(book)
+    gateways = set(kafka.settings().gateways)
+    missing = sorted(set(brokers.values()) - gateways)
+    if missing:
+        raise GatewayMissing(f"no gateway for broker{'s' if len(missing) > 1 else ''} "
+                             f"{', '.join(missing)} of the book's accounts (gateways: "
+                             f"{', '.join(sorted(gateways))}); set MATS_KAFKA_GATEWAYS",
+                             ("MATS_KAFKA_GATEWAYS",))
+    return Desk(engine=Engine(book), brokers=brokers, known=KnownIds.of(book))
+
+
 # ------------------------------------------------------------------------------ the app
 
 
@@ -82,8 +162,9 @@ class _Transport(faust_aiokafka.Transport):
 class MatsApp(faust.App):
     """A :class:`faust.App` on aiokafka whose producers are idempotent with ``acks=all``.
 
-    The worker also loads the book (:func:`known_ids`) as it starts, so that a missing or
-    broken book folder stops it at once instead of at the first signal.
+    The worker also loads the book (:func:`known_ids`, :func:`desk`) as it starts, so that a
+    missing or broken book folder, or a broker without a gateway, stops it at once instead of
+    at the first message.
     """
 
     def _new_transport(self) -> TransportT:
@@ -94,6 +175,7 @@ class MatsApp(faust.App):
 
     async def on_start(self) -> None:
         known_ids()
+        desk()
         await super().on_start()
 
 
@@ -164,6 +246,30 @@ blocks_topic = _topic("mats.blocks", key_type=str, value_type=BlockRecord,
 # DeadLetter JSON as bytes: a pydantic model, since the dead-letter shape is shared beyond Faust
 dlq_topic = _topic("mats.dlq", key_type=str, value_type=bytes,
                    key_serializer="raw", value_serializer="raw")
+# Ticks as raw bytes for the same reason as signals: a bad one is dead-lettered, not skipped.
+marketdata_topic = _topic("mats.marketdata", key_type=bytes, value_type=bytes,
+                          key_serializer="raw", value_serializer="raw")
+# What block processing publishes: pydantic models' JSON (mats.blocks), as bytes.
+allocations_topic = _topic("mats.allocations", key_type=str, value_type=bytes,
+                           key_serializer="raw", value_serializer="raw")
+alerts_topic = _topic("mats.alerts", key_type=str, value_type=bytes,
+                      key_serializer="raw", value_serializer="raw")
+
+
+@functools.cache
+def gateway_topic(gateway: str) -> faust.TopicT:
+    """The order topic of one gateway, ``mats.orders.<gateway>``, as the table has it."""
+    spec = kafka.gateway_topic(gateway)
+    return app.topic(spec.name, partitions=spec.partitions, key_type=str, value_type=bytes,
+                     key_serializer="raw", value_serializer="raw")
+
+
+def _out_topic(name: str) -> faust.TopicT:
+    if name == allocations_topic.get_topic_name():
+        return allocations_topic
+    if name == alerts_topic.get_topic_name():
+        return alerts_topic
+    return gateway_topic(name.removeprefix(kafka.GATEWAY_TOPIC_PREFIX))
 
 
 # ------------------------------------------------------------------------------ agents
@@ -189,3 +295,63 @@ async def intake(stream: faust.StreamT[bytes]) -> AsyncIterator[BlockOrder | Dea
         else:
             await blocks_topic.send(key=order.strategy, value=BlockRecord.from_order(order))
             yield order
+
+
+async def _dead_letter(event: faust.EventT[Any], error: SignalError, value: Any,
+                       stage: str) -> DeadLetter:
+    message = event.message
+    letter = dead_letter(value, error, topic=message.topic, partition=message.partition,
+                         offset=message.offset, key=message.key, timestamp=message.timestamp,
+                         stage=stage)
+    await dlq_topic.send(key=message.topic, value=letter.model_dump_json().encode())
+    return letter
+
+
+@app.agent(marketdata_topic)
+async def marketdata(stream: faust.StreamT[bytes]) -> AsyncIterator[PriceTick | DeadLetter]:
+    """Live prices in; kept for ``blocks`` (newest per symbol), bad ticks to ``mats.dlq``."""
+    state = desk()
+    async for event in stream.events():
+        try:
+            tick = validate_tick(event.value, state.known)
+        except SignalError as e:
+            yield await _dead_letter(event, e, event.value, stage="marketdata")
+        else:
+            state.take_tick(tick)
+            yield tick
+
+
+def _failed(code: str, e: Exception, journey_id: str | None) -> SignalError:
+    problem = Problem(code=code, loc=[], field="", message=f"{type(e).__name__}: {e}")
+    return SignalError([problem], journey_id=journey_id)
+
+
+@app.agent(blocks_topic)
+async def blocks(stream: faust.StreamT[BlockRecord]) -> AsyncIterator[list[Outgoing] | DeadLetter]:
+    """Block orders in; allocation instructions, child orders and alerts out.
+
+    One core call per block (``Engine.process``, committed, at the current time), after the
+    prices received since the last block. Yields the messages it published (or the dead letter
+    of a block it could not process), for tests and replies.
+    """
+    state = desk()
+    async for event in stream.events():
+        record: BlockRecord = event.value
+        try:
+            order = record.to_order()
+        except Exception as e:  # not a block order after all: kept with the reason
+            yield await _dead_letter(event, _failed("INVALID_BLOCK", e, record.journey_id),
+                                     json.dumps(record.asdict(), default=str), stage="blocks")
+            continue
+        try:
+            state.apply_prices()
+            now = datetime.now(UTC)
+            decision = load_decision(state.engine.process(order, as_of=now, commit=True))
+            messages = block_messages(decision, state.brokers, order=order, decided_at=now)
+        except Exception as e:  # a bug or a core refusal must not stop the stream
+            yield await _dead_letter(event, _failed("BLOCK_FAILED", e, order.journey_id),
+                                     order.model_dump_json(), stage="blocks")
+            continue
+        for out in messages:
+            await _out_topic(out.topic).send(key=out.key, value=out.value())
+        yield messages
