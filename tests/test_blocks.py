@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -25,7 +22,7 @@ import pytest
 import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from conftest import REPO, SAMPLE_DIR
+from conftest import SAMPLE_DIR
 from mats import Engine, kafka
 from mats.blocks import (
     Alert,
@@ -52,6 +49,7 @@ from mats.models import (
     RiskConfig,
     Side,
 )
+from workers import WAIT_S, partitions, start_worker, stop_worker
 
 NOW = datetime(2024, 6, 3, 14, 30, tzinfo=UTC)
 
@@ -420,41 +418,10 @@ def test_the_allocations_topic_is_in_the_table() -> None:
 
 # ------------------------------------------------------------------------------ real Kafka
 
-FAUST = Path(sys.executable).parent / "faust"
-WAIT_S = 120  # a bound on a broken run, not a timing check
-
-
-def _worker(broker: kafka.KafkaSettings, tmp_path: Path, book_dir: Path,
-            log: Path) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MATS_", "F_", "FAUST_"))}
-    env.update(MATS_KAFKA_BOOTSTRAP=broker.bootstrap_servers, MATS_BOOK_DIR=str(book_dir),
-               APP_DATADIR=str(tmp_path / "faust-data"),
-               PYTHONPATH=os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p))
-    with log.open("wb") as out:
-        return subprocess.Popen([str(FAUST), "-A", "streams.app", "worker", "--without-web",
-                                 "--loglevel", "info"], cwd=tmp_path, env=env, stdout=out,
-                                stderr=subprocess.STDOUT)
-
-
-def _stop(worker: subprocess.Popen[bytes]) -> int:
-    if worker.poll() is None:
-        worker.send_signal(signal.SIGTERM)
-        try:
-            return worker.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait(timeout=30)
-            raise
-    return worker.returncode
-
-
-def _partitions(topic: str) -> int:
-    return next(s.partitions for s in kafka.topic_specs() if s.name == topic)
-
 
 async def _committed(consumer: AIOKafkaConsumer, topic: str) -> int:
     return sum([await consumer.committed(TopicPartition(topic, p)) or 0
-                for p in range(_partitions(topic))])
+                for p in range(partitions(topic))])
 
 
 @pytest.mark.slow
@@ -497,13 +464,13 @@ def test_worker_on_real_kafka_publishes_instructions_orders_and_alerts(
         await group.start()
         got: dict[str, list[Any]] = {name: [] for name in outputs}
         try:
-            parts = [TopicPartition(n, p) for n in outputs for p in range(_partitions(n))]
+            parts = [TopicPartition(n, p) for n in outputs for p in range(partitions(n))]
             reader.assign(parts)
             await reader.seek_to_beginning(*parts)
             await producer.send_and_wait("mats.marketdata", json.dumps(tick).encode(),
                                          key=base.symbol.encode())
             await producer.send_and_wait("mats.marketdata", b"not a tick", key=b"?")
-            box.append(_worker(broker, tmp_path, book_copy, log))
+            box.append(start_worker(broker, tmp_path, book_copy, log))
 
             def check() -> None:
                 assert box[0].poll() is None, f"the worker died:\n{log.read_text()[-3000:]}"
@@ -537,7 +504,7 @@ def test_worker_on_real_kafka_publishes_instructions_orders_and_alerts(
     try:
         got = asyncio.run(scenario(box))
     finally:
-        code = _stop(box[0]) if box else None
+        code = stop_worker(box[0]) if box else None
     assert code == 0, log.read_text()[-3000:]
 
     instructions = {k.decode(): AllocationInstruction.model_validate_json(v)

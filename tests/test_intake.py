@@ -10,10 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import os
-import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -24,11 +21,12 @@ from unittest.mock import AsyncMock
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from conftest import REPO, SAMPLE_DIR
+from conftest import SAMPLE_DIR
 from mats import intake, kafka
 from mats.config import load_book, load_orders, render_loc
 from mats.intake import DeadLetter, KnownIds, SignalError, dead_letter, validate_signal
 from mats.models import BlockOrder
+from workers import WAIT_S, partitions, start_worker, stop_worker
 
 ORDERS = load_orders(SAMPLE_DIR / "orders.json")
 GOOD = ORDERS[0]  # GRO-0001: growth, UFY, sell 801, net_liq
@@ -309,37 +307,6 @@ def test_agent_sends_orders_to_blocks_and_bad_signals_to_the_dlq(streams_app: An
 
 # ------------------------------------------------------------------------------ real Kafka
 
-FAUST = Path(sys.executable).parent / "faust"
-WAIT_S = 120  # a bound on a broken run, not a timing check
-
-
-def _worker(broker: kafka.KafkaSettings, tmp_path: Path, log: Path) -> subprocess.Popen[bytes]:
-    """``faust -A streams.app worker`` on the test broker, as its own process."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MATS_", "F_", "FAUST_"))}
-    env.update(MATS_KAFKA_BOOTSTRAP=broker.bootstrap_servers, MATS_BOOK_DIR=str(SAMPLE_DIR),
-               APP_DATADIR=str(tmp_path / "faust-data"),
-               PYTHONPATH=os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p))
-    with log.open("wb") as out:
-        return subprocess.Popen([str(FAUST), "-A", "streams.app", "worker", "--without-web",
-                                 "--loglevel", "info"], cwd=tmp_path, env=env, stdout=out,
-                                stderr=subprocess.STDOUT)
-
-
-def _stop(worker: subprocess.Popen[bytes]) -> int:
-    if worker.poll() is None:
-        worker.send_signal(signal.SIGTERM)
-        try:
-            return worker.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait(timeout=30)
-            raise
-    return worker.returncode
-
-
-def _partitions(topic: str) -> int:
-    return next(s.partitions for s in kafka.TOPICS if s.name == topic)
-
 
 class _Outputs:
     """Everything on ``mats.blocks`` and ``mats.dlq``, read from the start."""
@@ -352,7 +319,7 @@ class _Outputs:
     async def start(self) -> None:
         await self.consumer.start()
         parts = [TopicPartition(name, p) for name in ("mats.blocks", "mats.dlq")
-                 for p in range(_partitions(name))]
+                 for p in range(partitions(name))]
         self.consumer.assign(parts)
         await self.consumer.seek_to_beginning(*parts)
 
@@ -384,7 +351,7 @@ async def _committed(bootstrap: str, topic: str, group: str) -> dict[int, int]:
     await consumer.start()
     try:
         return {p: await consumer.committed(TopicPartition(topic, p)) or 0
-                for p in range(_partitions(topic))}
+                for p in range(partitions(topic))}
     finally:
         await consumer.stop()
 
@@ -410,7 +377,7 @@ def test_worker_on_real_kafka_routes_every_signal(broker: kafka.KafkaSettings,
         await outputs.start()
         try:
             where = await _send(producer, first)
-            worker_box.append(_worker(broker, tmp_path, log))
+            worker_box.append(start_worker(broker, tmp_path, SAMPLE_DIR, log))
             await outputs.until(6, len(first) - 6, worker_box[0], log)
             where += await _send(producer, second)
             await outputs.until(len(goods), len(bads), worker_box[0], log)
@@ -423,7 +390,7 @@ def test_worker_on_real_kafka_routes_every_signal(broker: kafka.KafkaSettings,
     try:
         outputs, where = asyncio.run(scenario(box))
     finally:
-        code = _stop(box[0]) if box else None
+        code = stop_worker(box[0]) if box else None
     assert code == 0, log.read_text()[-3000:]
     # a clean stop: the worker's group has committed every signal it consumed
     committed = asyncio.run(_committed(bootstrap, "mats.signals", group="mats"))

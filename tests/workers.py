@@ -1,0 +1,46 @@
+"""Running the stream app as its own OS process against a test broker, for end-to-end tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from mats import kafka
+
+REPO = Path(__file__).resolve().parent.parent
+FAUST = Path(sys.executable).parent / "faust"
+WAIT_S = 120  # a bound on a broken run, not a timing check
+
+
+def start_worker(broker: kafka.KafkaSettings, tmp_path: Path, book_dir: Path,
+                 log: Path) -> subprocess.Popen[bytes]:
+    """``faust -A streams.app worker`` on the test broker, logging to ``log``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MATS_", "F_", "FAUST_"))}
+    env.update(MATS_KAFKA_BOOTSTRAP=broker.bootstrap_servers, MATS_BOOK_DIR=str(book_dir),
+               APP_DATADIR=str(tmp_path / "faust-data"),
+               PYTHONPATH=os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p))
+    with log.open("wb") as out:
+        return subprocess.Popen([str(FAUST), "-A", "streams.app", "worker", "--without-web",
+                                 "--loglevel", "info"], cwd=tmp_path, env=env, stdout=out,
+                                stderr=subprocess.STDOUT)
+
+
+def stop_worker(worker: subprocess.Popen[bytes]) -> int:
+    """SIGTERM, then wait (bounded); kills and raises if the worker does not stop."""
+    if worker.poll() is None:
+        worker.send_signal(signal.SIGTERM)
+        try:
+            return worker.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait(timeout=30)
+            raise
+    return worker.returncode
+
+
+def partitions(topic: str) -> int:
+    """Partition count of a MATS topic, from the topic table."""
+    return next(s.partitions for s in kafka.topic_specs() if s.name == topic)
