@@ -16,6 +16,11 @@ Agents
     layer 2, committed) and publishes what :func:`mats.blocks.block_messages` says: the
     allocation instruction to ``mats.allocations``, the child orders of an accepted block to
     ``mats.orders.<broker>``, alerts to ``mats.alerts``.
+``sink``
+    reads what the app publishes (``mats.blocks``, ``mats.allocations``, the order topics of the
+    configured gateways, ``mats.alerts``, ``mats.dlq``) and writes each message to the SQL store
+    as one event (:func:`mats.store.event_from_message`, :meth:`mats.store.Store.record`),
+    idempotently by event id; a message it cannot read is kept as kind ``unparsed``.
 
 Wire types are Faust records (:class:`BlockRecord`) converted to the pydantic models at the
 agent's edge; the rules live in the models and in :mod:`mats.intake`, not here. Topic names and
@@ -32,6 +37,9 @@ Environment
 ``MATS_KAFKA_GATEWAYS``
     the gateways there are order topics for (as for ``mats kafka``); a worker whose book has
     accounts at a broker without a gateway refuses to start
+``MATS_DB_URL``
+    the SQL store the ``sink`` agent writes to (default: SQLite, ``run/mats.db`` in the
+    checkout); its schema is migrated when the worker starts
 ``APP_DATADIR``
     Faust's own: the worker's local state folder (default: ``run/streams`` in the checkout)
 
@@ -41,10 +49,12 @@ starts.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
+import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -53,6 +63,7 @@ from typing import Any
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TransportT
+from sqlalchemy.exc import OperationalError
 
 from mats import kafka
 from mats.blocks import Outgoing, PriceTick, block_messages, brokers_of, validate_tick
@@ -68,9 +79,13 @@ from mats.intake import (
     validate_signal,
 )
 from mats.models import BlockOrder
+from mats.store import Event, Store, event_from_message
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_BOOK_DIR = ROOT / "data" / "sample"
+DEFAULT_DB = ROOT / "run" / "mats.db"
+
+log = logging.getLogger(__name__)
 
 
 def broker_urls(env: dict[str, str] | None = None) -> list[str]:
@@ -89,6 +104,18 @@ def book_dir(env: dict[str, str] | None = None) -> Path:
 def known_ids() -> KnownIds:
     """The symbols and accounts of the book in :func:`book_dir`, loaded once per process."""
     return KnownIds.of(load_book(book_dir()))
+
+
+def db_url(env: dict[str, str] | None = None) -> str:
+    """The SQL store's URL: ``MATS_DB_URL``, else SQLite in ``run/mats.db`` of the checkout."""
+    env = dict(os.environ) if env is None else env
+    return env.get("MATS_DB_URL") or f"sqlite:///{DEFAULT_DB}"
+
+
+@functools.cache
+def store() -> Store:
+    """The worker's SQL store (:func:`db_url`), opened and migrated once per process."""
+    return Store(db_url())
 
 
 class GatewayMissing(MatsError):
@@ -162,9 +189,9 @@ class _Transport(faust_aiokafka.Transport):
 class MatsApp(faust.App):
     """A :class:`faust.App` on aiokafka whose producers are idempotent with ``acks=all``.
 
-    The worker also loads the book (:func:`known_ids`, :func:`desk`) as it starts, so that a
-    missing or broken book folder, or a broker without a gateway, stops it at once instead of
-    at the first message.
+    The worker also loads the book (:func:`known_ids`, :func:`desk`) and opens the SQL store
+    (:func:`store`) as it starts, so that a missing or broken book folder, a broker without a
+    gateway, or a database it cannot open, stops it at once instead of at the first message.
     """
 
     def _new_transport(self) -> TransportT:
@@ -176,6 +203,7 @@ class MatsApp(faust.App):
     async def on_start(self) -> None:
         known_ids()
         desk()
+        store()
         await super().on_start()
 
 
@@ -189,6 +217,10 @@ app = MatsApp(
     datadir=ROOT / "run" / "streams",
     # Agents here need no leader; without this Faust would make one more topic for it.
     topic_disable_leader=True,
+    # On stop, do not wait for messages still buffered in a stream: with two agents on one
+    # topic (blocks and sink on mats.blocks) that wait can hang. Their offsets are not
+    # committed, so they are read again on restart; every event is recorded by its event id.
+    stream_wait_empty=False,
 )
 
 _SPECS = {spec.name: spec for spec in kafka.TOPICS}
@@ -262,6 +294,19 @@ def gateway_topic(gateway: str) -> faust.TopicT:
     spec = kafka.gateway_topic(gateway)
     return app.topic(spec.name, partitions=spec.partitions, key_type=str, value_type=bytes,
                      key_serializer="raw", value_serializer="raw")
+
+
+def sink_topic_names(gateways: Sequence[str] | None = None) -> list[str]:
+    """What the ``sink`` agent reads: the block orders and every topic block processing writes."""
+    if gateways is None:
+        gateways = kafka.settings().gateways
+    return ["mats.blocks", "mats.allocations",
+            *(kafka.gateway_topic(g).name for g in gateways), "mats.alerts", "mats.dlq"]
+
+
+# Raw bytes, decoded by the sink itself: a message it cannot read is kept, not skipped.
+sink_topic = app.topic(*sink_topic_names(), key_type=bytes, value_type=bytes,
+                       key_serializer="raw", value_serializer="raw")
 
 
 def _out_topic(name: str) -> faust.TopicT:
@@ -355,3 +400,33 @@ async def blocks(stream: faust.StreamT[BlockRecord]) -> AsyncIterator[list[Outgo
         for out in messages:
             await _out_topic(out.topic).send(key=out.key, value=out.value())
         yield messages
+
+
+SINK_RETRY_S = (0.5, 30.0)  # first and longest wait between tries of a database that fails
+
+
+async def _record(events: list[Event]) -> int:
+    # the database call is blocking: off the event loop, so the other agents go on meanwhile
+    wait, longest = SINK_RETRY_S
+    while True:
+        try:
+            return await asyncio.to_thread(store().record, events)
+        except OperationalError as e:
+            # the database is down or locked: the message waits (its offset is not committed)
+            log.warning("sink: the SQL store failed (%s); trying again in %.1f s", e, wait)
+            await asyncio.sleep(wait)
+            wait = min(wait * 2, longest)
+
+
+@app.agent(sink_topic)
+async def sink(stream: faust.StreamT[bytes]) -> AsyncIterator[Event]:
+    """Published messages in; one event each in the SQL store, idempotently by event id.
+
+    Yields the event it recorded for each message (recorded already or not), for tests.
+    """
+    async for event in stream.events():
+        message = event.message
+        row = event_from_message(message.topic, message.partition, message.offset, event.value,
+                                 key=message.key, timestamp=message.timestamp)
+        await _record([row])
+        yield row

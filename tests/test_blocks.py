@@ -49,6 +49,7 @@ from mats.models import (
     RiskConfig,
     Side,
 )
+from mats.store import Store
 from workers import WAIT_S, partitions, start_worker, stop_worker
 
 NOW = datetime(2024, 6, 3, 14, 30, tzinfo=UTC)
@@ -452,6 +453,13 @@ def test_worker_on_real_kafka_publishes_instructions_orders_and_alerts(
     outputs = ["mats.allocations", "mats.alerts", "mats.dlq", *expected_children]
     bootstrap = broker.bootstrap_servers
     log = tmp_path / "worker.log"
+    # what the sink must have written to the SQL store, journey by journey
+    db = f"sqlite:///{tmp_path / 'store' / 'events.db'}"
+    want_journeys = {
+        "J-E2E-1": ["signal", "allocation_instruction", *["child_order"] * len(expected_children),
+                    *["alert"] * len(of_kind(expected, Alert))],
+        "J-E2E-2": ["signal", "allocation_instruction", "alert"],
+    }
 
     async def scenario(box: list[subprocess.Popen[bytes]]) -> dict[str, list[Any]]:
         producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all",
@@ -470,7 +478,8 @@ def test_worker_on_real_kafka_publishes_instructions_orders_and_alerts(
             await producer.send_and_wait("mats.marketdata", json.dumps(tick).encode(),
                                          key=base.symbol.encode())
             await producer.send_and_wait("mats.marketdata", b"not a tick", key=b"?")
-            box.append(start_worker(broker, tmp_path, book_copy, log))
+            box.append(start_worker(broker, tmp_path, book_copy, log,
+                                    extra_env={"MATS_DB_URL": db}))
 
             def check() -> None:
                 assert box[0].poll() is None, f"the worker died:\n{log.read_text()[-3000:]}"
@@ -494,6 +503,14 @@ def test_worker_on_real_kafka_publishes_instructions_orders_and_alerts(
                 check()
                 for tp, records in (await reader.getmany(timeout_ms=500)).items():
                     got[tp.topic].extend((r.key, r.value) for r in records)
+            # the sink may lag the outputs: wait (bounded) until it has written them all
+            with Store(db) as store:
+                deadline = time.monotonic() + WAIT_S
+                while ({j: len(store.journey(j)) for j in want_journeys}
+                       != {j: len(kinds) for j, kinds in want_journeys.items()}
+                       or store.count() < sum(map(len, want_journeys.values())) + 1):
+                    check()
+                    await asyncio.sleep(0.2)
         finally:
             await producer.stop()
             await reader.stop()
@@ -538,5 +555,30 @@ def test_worker_on_real_kafka_publishes_instructions_orders_and_alerts(
     (letter,) = [DeadLetter.model_validate_json(v) for _, v in got["mats.dlq"]]
     assert (letter.stage, letter.code, letter.source.topic) == ("marketdata", "NOT_JSON",
                                                                 "mats.marketdata")
+
+    # the SQL store: from any event of a journey one walks back to its signal
+    with Store(db) as store:
+        journeys = {j: store.journey(j) for j in want_journeys}
+        assert {j: [e.kind for e in events] for j, events in journeys.items()} == want_journeys
+        passed = journeys["J-E2E-1"]
+        signal = passed[0]
+        assert (signal.topic, signal.order_id) == ("mats.blocks", "E2E-1")
+        assert signal.data()["quantity"] == 1_000
+        assert passed[1].event_id == accepted.event_id
+        assert passed[1].data()["status"] == "accepted"
+        children = [e for e in passed if e.kind == "child_order"]
+        assert {e.topic for e in children} == set(expected_children)
+        assert {e.event_id for e in children} == {c.event_id for c in expected_children.values()}
+        assert sum(e.data()["quantity"] for e in children) == accepted.placed_quantity
+        for e in children:  # a child order leads back to its signal
+            assert store.journey(e.journey_id or "")[0].event_id == signal.event_id
+        assert {e.order_id for e in passed} == {"E2E-1"}
+        refused_journey = journeys["J-E2E-2"]
+        assert refused_journey[1].data()["status"] == "rejected"
+        (alert,) = [e for e in refused_journey if e.kind == "alert"]
+        assert alert.event_id == block_alerts[0].event_id
+        assert alert.data()["scope"] == "block" and alert.order_id == "E2E-2"
+        # the bad tick's dead letter is there too, with no journey; nothing was unreadable
+        assert store.count() == sum(map(len, want_journeys.values())) + 1
     text = log.read_text()
     assert "Traceback" not in text and "Crashed" not in text, text[-3000:]

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 from mats import kafka
@@ -15,13 +16,19 @@ FAUST = Path(sys.executable).parent / "faust"
 WAIT_S = 120  # a bound on a broken run, not a timing check
 
 
-def start_worker(broker: kafka.KafkaSettings, tmp_path: Path, book_dir: Path,
-                 log: Path) -> subprocess.Popen[bytes]:
-    """``faust -A streams.app worker`` on the test broker, logging to ``log``."""
+def start_worker(broker: kafka.KafkaSettings, tmp_path: Path, book_dir: Path, log: Path,
+                 extra_env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """``faust -A streams.app worker`` on the test broker, logging to ``log``.
+
+    Its SQL store is ``tmp_path / "mats.db"`` unless ``extra_env`` (set last) names another
+    (``MATS_DB_URL``): a test worker never writes to the checkout's ``run/mats.db``.
+    """
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MATS_", "F_", "FAUST_"))}
     env.update(MATS_KAFKA_BOOTSTRAP=broker.bootstrap_servers, MATS_BOOK_DIR=str(book_dir),
+               MATS_DB_URL=f"sqlite:///{tmp_path / 'mats.db'}",
                APP_DATADIR=str(tmp_path / "faust-data"),
                PYTHONPATH=os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p))
+    env.update(extra_env or {})
     with log.open("wb") as out:
         return subprocess.Popen([str(FAUST), "-A", "streams.app", "worker", "--without-web",
                                  "--loglevel", "info"], cwd=tmp_path, env=env, stdout=out,
@@ -29,15 +36,18 @@ def start_worker(broker: kafka.KafkaSettings, tmp_path: Path, book_dir: Path,
 
 
 def stop_worker(worker: subprocess.Popen[bytes]) -> int:
-    """SIGTERM, then wait (bounded); kills and raises if the worker does not stop."""
+    """SIGTERM, then wait (bounded); a worker that does not stop is killed.
+
+    Returns the exit code (negative for a signal: -9 when it had to be killed). It never
+    raises, so that called from a ``finally`` it cannot hide the error that got there.
+    """
     if worker.poll() is None:
         worker.send_signal(signal.SIGTERM)
         try:
             return worker.wait(timeout=60)
         except subprocess.TimeoutExpired:
             worker.kill()
-            worker.wait(timeout=30)
-            raise
+            return worker.wait(timeout=30)
     return worker.returncode
 
 
