@@ -294,12 +294,7 @@ class ReferenceEngine:
         k = ins.idx
         if math.isnan(self.prices[k]):
             self.prices[k] = price
-        acct.positions[k] = acct.positions.get(k, 0) + s * quantity
-        if acct.positions[k] == 0:
-            del acct.positions[k]
-        acct.positions = dict(sorted(acct.positions.items()))
-        acct.fresh = False
-        self.firm_pos[k] += s * quantity
+        self._move_position(acct, k, s * quantity)
         notional = quantity * price
         if s > 0:
             acct.cash -= notional
@@ -948,18 +943,22 @@ class ReferenceEngine:
                 self._release(self._account(s["account_id"]), k, block.side, s["shortfall"])
         return out
 
+    def _move_position(self, acct: _Account, k: int, delta: int) -> None:
+        """Moves the account's position in ``k`` by ``delta``: account (kept in instrument
+        order, its exposure stale) and firm."""
+        acct.positions[k] = acct.positions.get(k, 0) + delta
+        if acct.positions[k] == 0:
+            del acct.positions[k]
+        acct.positions = dict(sorted(acct.positions.items()))
+        acct.fresh = False
+        self.firm_pos[k] += delta
+
     def _book_allocation(self, acct: _Account, k: int, side: Side, qty: int,
                          cash_delta: float, price: float) -> None:
         if math.isnan(self.prices[k]):
             self.prices[k] = price
         if qty != 0:
-            s = side.sign
-            acct.positions[k] = acct.positions.get(k, 0) + s * qty
-            if acct.positions[k] == 0:
-                del acct.positions[k]
-            acct.positions = dict(sorted(acct.positions.items()))
-            acct.fresh = False
-            self.firm_pos[k] += s * qty
+            self._move_position(acct, k, side.sign * qty)
         acct.cash += cash_delta
         if acct.cash_account and side is Side.BUY:
             acct.settled_cash += cash_delta

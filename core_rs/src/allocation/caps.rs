@@ -202,13 +202,6 @@ fn buying_power(c: &Ctx, px: f64) -> f64 {
     excess / REG_T_INITIAL_MARGIN
 }
 
-/// Every mandate rule's room for account `i` trading instrument `k` on `side` at price `px`.
-pub fn account_caps(book: &Book, i: usize, k: usize, side: Side, px: f64) -> Caps {
-    let acct = &book.accounts[i];
-    let ctx = context(book, i, acct.position(k), k, side);
-    caps_at(&ctx, &book.mandates[acct.mandate], px)
-}
-
 /// Rule `code` as a reported check for the account of `c` at price `px`: the limit in its own
 /// unit, the measure after an order of `qty` shares, and the rule's cap in whole lots.
 pub fn rule_check(c: &Ctx, m: &Mandate, code: Code, px: f64, qty: f64, lot: i64) -> Check {

@@ -177,22 +177,8 @@ pub fn prepare(
     Ok(Prepared { px, ctx: ctxs, weights, caps_lots, bound, min_lots, total_w })
 }
 
-/// Splits `q_lots` (None: every account's whole gap, for target weights) over `eligible`
-/// accounts at price `px`, under every mandate cap and the `forced` caps of layer 2.
-pub fn allocate(
-    book: &Book,
-    order: &BlockOrder,
-    k: usize,
-    eligible: &[usize],
-    px: f64,
-    q_lots: Option<i64>,
-    forced: &Forced,
-) -> CoreResult<Vec<Alloc>> {
-    let prep = prepare(book, order, k, eligible, px)?;
-    Ok(split(book, order, k, eligible, &prep, q_lots, forced))
-}
-
-/// One allocation pass over prepared accounts, with the extra caps of layer 2 in `forced`.
+/// One allocation pass over prepared accounts: splits `q_lots` (None: every account's whole
+/// gap, for target weights) under every cap, with the extra caps of layer 2 in `forced`.
 pub fn split(
     book: &Book,
     order: &BlockOrder,

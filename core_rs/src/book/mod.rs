@@ -747,20 +747,15 @@ impl Book {
             }
         }
         for (sym, px) in batch {
-            self.update_price(sym, *px)?;
+            let k = self.by_symbol[sym];
+            self.set_mark(k, *px);
         }
         Ok(())
     }
 
-    pub fn update_price(&mut self, sym: &str, px: f64) -> CoreResult<()> {
-        let k = self
-            .by_symbol
-            .get(sym)
-            .copied()
-            .ok_or_else(|| CoreError::order(format!("price for unknown symbol {sym:?}")))?;
-        if !positive(px) {
-            return Err(CoreError::order(format!("price for {sym} must be positive, got {px}")));
-        }
+    /// Sets the live mark of instrument `k`; a change makes the firm's totals and the exposure
+    /// of its holders stale.
+    fn set_mark(&mut self, k: usize, px: f64) {
         if self.prices[k] != px {
             self.prices[k] = px;
             self.firm_totals = None;
@@ -768,7 +763,6 @@ impl Book {
                 self.accounts[i].exposure_fresh = false;
             }
         }
-        Ok(())
     }
 
     /// Books an execution for one account: position, cash, settled cash, reservations, firm.
