@@ -123,22 +123,36 @@ class TopicSpec:
 
 
 # The topics every MATS deployment has. Per-gateway order topics come from gateway_topic().
+#
+# The sequenced path (block orders, market data, execution reports, and the stream app's state
+# changelogs) has one partition each: allocation and risk need one ordered view of every account
+# and of the firm, so one worker applies those events in one order (the others stand by and take
+# over on a rebalance). Intake, the event sink and the gateways scale across partitions.
+SEQUENCED_PARTITIONS = 1
+
 TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec("mats.signals", 6, "delete", "strategy id",
               "strategy signals (block intents) into intake", 7 * DAY_MS),
-    TopicSpec("mats.blocks", 6, "delete", "strategy id",
-              "block orders that passed intake, to block processing", 7 * DAY_MS),
-    TopicSpec("mats.marketdata", 6, "delete", "symbol",
-              "live prices for layer-2 risk and exposure", 1 * DAY_MS),
+    TopicSpec("mats.blocks", SEQUENCED_PARTITIONS, "delete", "strategy id",
+              "block orders that passed intake, to block processing (sequenced)", 7 * DAY_MS),
+    TopicSpec("mats.marketdata", SEQUENCED_PARTITIONS, "delete", "symbol",
+              "live prices for layer-2 risk and exposure (sequenced)", 1 * DAY_MS),
     TopicSpec("mats.allocations", 6, "delete", "block id",
               "allocation instructions: every lot of a block and the decision on it",
               30 * DAY_MS),
-    TopicSpec("mats.exec-reports", 6, "delete", "block id",
-              "execution reports from the gateways", 30 * DAY_MS),
+    TopicSpec("mats.exec-reports", SEQUENCED_PARTITIONS, "delete", "block id",
+              "execution reports from the gateways (sequenced)", 30 * DAY_MS),
+    TopicSpec("mats.account-fills", 6, "delete", "account id",
+              "each account's share of every execution, and block closes with shortfalls",
+              30 * DAY_MS),
+    TopicSpec("mats.exposure", 6, "compact", "account id, or 'firm'",
+              "live gross, net, sector and beta-weighted exposure per account and firm-wide"),
     TopicSpec("mats.alerts", 3, "delete", "account id or block id",
               "refused blocks and lots, limit warnings and breaches", 30 * DAY_MS),
     TopicSpec("mats.dlq", 3, "delete", "source topic",
               "input that could not be processed, with the reason", 30 * DAY_MS),
+    TopicSpec("mats.gateway-status", 3, "compact", "gateway",
+              "each gateway's heartbeat: session state, open orders, last error"),
     TopicSpec("mats.sod-state", 6, "compact", "account id",
               "start-of-day state per account, published by the mats_sod DAG"),
     TopicSpec("mats.account-state", 6, "compact", "account id",
