@@ -113,6 +113,36 @@ def test_sell_fills_credit_cash() -> None:
     assert e.cash("A0")[0] == pytest.approx(1e6 + 2200.0)
 
 
+def test_a_block_at_two_brokers_fills_each_brokers_accounts_from_its_own_child_order() -> None:
+    book = fill_book([("pro_rata", 0)] * 4, [100_000.0] * 4)
+    brokers = {"A0": "pb-x", "A1": "pb-y", "A2": "pb-x", "A3": "pb-y"}
+    book = book.model_copy(update={"accounts": [
+        a.model_copy(update={"broker": brokers[a.account_id]}) for a in book.accounts]})
+    engines: list[Engine | ReferenceEngine] = [Engine(book), ReferenceEngine(book)]
+    for e in engines:
+        e.process(block(400), as_of=T0)
+        with pytest.raises(OrderError, match="went to 2 brokers"):
+            e.execution("B1", "x1", 10, 10.0)
+        fills = e.execution("B1:pb-x", "x1", 100, 10.5)
+        assert fills is not None
+        got = sorted((f["account_id"], f["quantity"]) if isinstance(f, dict)
+                     else (f.account_id, f.quantity) for f in fills)
+        assert got == [("A0", 50), ("A2", 50)]  # pb-y's accounts get nothing from pb-x
+        # the same execution id at the other broker is another execution
+        assert e.execution("B1:pb-y", "x1", 60, 10.0) is not None
+        assert e.position("A1", "MSFT") == 30 and e.position("A0", "MSFT") == 50
+        first = e.close_block("B1:pb-x", "done")
+        assert [(s["account_id"], s["shortfall"]) if isinstance(s, dict)
+                else (s.account_id, s.shortfall) for s in first] == [("A0", 50), ("A2", 50)]
+        rest = e.close_block("B1", "cancelled")  # the child orders still open
+        assert [(s["account_id"], s["shortfall"]) if isinstance(s, dict)
+                else (s.account_id, s.shortfall) for s in rest] == [("A1", 70), ("A3", 70)]
+        with pytest.raises(OrderError, match="already closed"):
+            e.close_block("B1", "done")
+        if isinstance(e, Engine):
+            assert e.open_orders("A3", "MSFT") == (0, 0)
+
+
 def test_apportion() -> None:
     assert apportion(10, [1, 1, 1]) == [4, 3, 3]
     assert apportion(7, [100, 200, 400]) == [1, 2, 4]

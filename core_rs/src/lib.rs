@@ -9,6 +9,7 @@ pub mod decision;
 pub mod domain;
 pub mod engine;
 pub mod errors;
+pub mod exposure;
 pub mod fills;
 pub mod risk;
 

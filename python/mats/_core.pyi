@@ -41,6 +41,16 @@ class Engine:
         """Working (buy, sell) quantity of an account in a symbol."""
     @property
     def account_count(self) -> int: ...
+    def exposure(self, account_id: str) -> str:
+        """Exposure of one account at marks and its use of its mandate's limits, as JSON."""
+    def firm_exposure(self) -> str:
+        """The firm's exposure at marks and its use of the firm-wide limits, as JSON."""
+    def holders(self, symbol: str) -> list[str]:
+        """The accounts holding a position in a symbol, in book order."""
+    def accounts_json(self) -> str:
+        """Every account's live state, in book order, as JSON."""
+    def child_orders(self, order_id: str) -> list[str]:
+        """The child order ids of a committed block (one per broker of its accounts)."""
 
 class Decision:
     """The core's answer for one block. ``to_json()`` gives every detail."""

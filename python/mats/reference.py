@@ -192,15 +192,19 @@ class ReferenceEngine:
             self.prices[self.by_symbol[sym].idx] = px
         self.accounts: list[_Account] = []
         self.account_idx: dict[str, int] = {}
+        self.brokers: dict[str, str] = {}
         self.firm_pos: list[int] = [0] * len(self.instruments)
         # working (accepted, unfilled) quantity, buys less sells: firm checks count it as filled
         self.firm_work: list[int] = [0] * len(self.instruments)
         for acct in book.accounts:
             self._upsert_account(acct)
+            self.brokers[acct.account_id] = acct.broker
         self.risk: RiskConfig = book.risk
         self.kill_switch = book.risk.kill_switch
         self.seen_orders: set[str] = set()
+        # fill state per child order (one per broker of a block's accounts), by child order id
         self.blocks: dict[str, _BlockFills] = {}
+        self.children: dict[str, list[str]] = {}
         self.seen_journeys: set[str] = set()
         self.throttle_log: dict[str, list[float]] = {}
 
@@ -264,6 +268,7 @@ class ReferenceEngine:
 
     def upsert_account(self, acct: Account) -> None:
         self._upsert_account(acct)
+        self.brokers[acct.account_id] = acct.broker
 
     def update_prices(self, prices: dict[str, float]) -> None:
         """Sets live marks: every one is checked first, so a bad entry changes nothing."""
@@ -892,15 +897,18 @@ class ReferenceEngine:
 
     def _reserve(self, order: BlockOrder, ins: _Instrument, eligible: list[int],
                  lines: list[dict[str, Any]], live: float) -> None:
+        if order.order_id in self.children:
+            raise OrderError(f"block {order.order_id} was committed already", ("order_id",))
         px = order.limit_price if order.limit_price is not None else live
-        fill_lines = []
+        by_broker: dict[str, list[_FillLine]] = {}
         for j, i in enumerate(eligible):
             q = lines[j]["quantity"]
             if q == 0:
                 continue
             acct = self.accounts[i]
-            fill_lines.append(_FillLine(acct.account_id, q, acct.mandate.fill_policy.value,
-                                        acct.mandate.fill_priority))
+            by_broker.setdefault(self.brokers[acct.account_id], []).append(
+                _FillLine(acct.account_id, q, acct.mandate.fill_policy.value,
+                          acct.mandate.fill_priority))
             oo = acct.open_orders.setdefault(ins.idx, _OpenOrders())
             if order.side is Side.BUY:
                 oo.buy += q
@@ -910,15 +918,30 @@ class ReferenceEngine:
                 oo.sell += q
             self.firm_work[ins.idx] += order.side.sign * q
             acct.fresh = False
-        self.blocks[order.order_id] = _BlockFills(order.order_id, ins.symbol, order.side,
-                                                  fill_lines)
+        ids = []
+        for broker in sorted(by_broker):
+            child = f"{order.order_id}:{broker}"
+            self.blocks[child] = _BlockFills(child, ins.symbol, order.side, by_broker[broker])
+            ids.append(child)
+        self.children[order.order_id] = ids
+
+    def _child_of(self, order_id: str) -> _BlockFills:
+        block = self.blocks.get(order_id)
+        if block is not None:
+            return block
+        ids = self.children.get(order_id)
+        if ids is None:
+            raise OrderError(f"no open block with order id {order_id!r}", ("order_id",))
+        if len(ids) > 1:
+            raise OrderError(f"block {order_id!r} went to {len(ids)} brokers: name one of its "
+                             f"child orders ({', '.join(ids)})", ("order_id",))
+        return self.blocks[ids[0]]
 
     def execution(self, order_id: str, exec_id: str, quantity: int, price: float
                   ) -> list[dict[str, Any]] | None:
-        """Hands an execution of a block to its accounts and books each account's share."""
-        block = self.blocks.get(order_id)
-        if block is None:
-            raise OrderError(f"no open block with order id {order_id!r}", ("order_id",))
+        """Hands an execution of a child order (or of a block at one broker) to its accounts
+        and books each account's share."""
+        block = self._child_of(order_id)
         fills = block.execution(exec_id, quantity, price)
         if fills is None:
             return None
@@ -929,13 +952,20 @@ class ReferenceEngine:
         return fills
 
     def close_block(self, order_id: str, reason: str = "done") -> list[dict[str, Any]]:
-        block = self.blocks.get(order_id)
-        if block is None:
-            raise OrderError(f"no open block with order id {order_id!r}", ("order_id",))
-        if block.closed is not None:
-            raise OrderError(f"block {order_id} is already closed")
+        """Ends a child order, or every child order of a block still open."""
         if reason not in ("done", "cancelled", "expired"):
             raise OrderError(f"close reason must be done, cancelled or expired, not {reason!r}")
+        if order_id in self.children and order_id not in self.blocks:
+            open_ = [c for c in self.children[order_id] if self.blocks[c].closed is None]
+            if not open_:
+                raise OrderError(f"block {order_id} is already closed")
+            return [s for c in open_ for s in self._close_child(self.blocks[c], reason)]
+        block = self._child_of(order_id)
+        if block.closed is not None:
+            raise OrderError(f"child order {block.order_id} is already closed")
+        return self._close_child(block, reason)
+
+    def _close_child(self, block: _BlockFills, reason: str) -> list[dict[str, Any]]:
         out = block.close(reason)
         k = self.by_symbol[block.symbol].idx
         for s in out:

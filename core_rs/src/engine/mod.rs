@@ -6,27 +6,71 @@ use crate::allocation::{prepare, split, Alloc, Forced};
 use crate::book::Book;
 use crate::codes::Code;
 use crate::decision::{Check, Decision, Line, LineStatus, Stage, Status};
-use crate::domain::{BlockOrder, BookIn, KillSwitch, LotFailurePolicy, Side};
+use crate::domain::{AccountIn, BlockOrder, BookIn, KillSwitch, LotFailurePolicy, Side};
 use crate::errors::{CoreError, CoreResult};
-use crate::fills::{AccountFill, BlockFills, CloseReason, Shortfall};
+use crate::fills::{AccountFill, BlockFills, CloseReason, FillPolicy, Shortfall};
 use crate::risk::{layer1, layer2, FirmState, LotFailure, LIVE_CAP_UNKNOWN};
 use rustc_hash::FxHashMap as HashMap;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// The broker of an account without one.
+pub const DEFAULT_BROKER: &str = "default";
+
+/// The id of a block's child order at one broker: `"<order id>:<broker>"`.
+pub fn child_order_id(order_id: &str, broker: &str) -> String {
+    format!("{order_id}:{broker}")
+}
 
 #[derive(Debug, Clone)]
 pub struct Engine {
     pub book: Book,
     pub firm: FirmState,
-    /// Fill state of every block accepted with `commit`, by order id.
+    /// Each account's broker, by account index.
+    pub brokers: Vec<Arc<str>>,
+    /// Fill state of every child order of the blocks accepted with `commit`, by child order id
+    /// (one per broker of the block's accounts: fills at a broker go to its accounts only).
     pub blocks: HashMap<String, BlockFills>,
+    /// The child order ids of each committed block, by block order id, brokers in name order.
+    pub children: HashMap<String, Vec<String>>,
 }
 
 impl Engine {
     pub fn new(book: BookIn) -> CoreResult<Self> {
-        Ok(Engine {
+        let brokers: Vec<(String, Arc<str>)> = book
+            .accounts
+            .iter()
+            .map(|a| {
+                (a.account_id.clone(), Arc::from(a.broker.as_deref().unwrap_or(DEFAULT_BROKER)))
+            })
+            .collect();
+        let mut engine = Engine {
             book: Book::load(book)?,
             firm: FirmState::default(),
+            brokers: Vec::new(),
             blocks: HashMap::default(),
-        })
+            children: HashMap::default(),
+        };
+        engine.brokers = vec![Arc::from(DEFAULT_BROKER); engine.book.accounts.len()];
+        for (id, broker) in brokers {
+            let i = engine.book.account(&id)?;
+            engine.brokers[i] = broker;
+        }
+        Ok(engine)
+    }
+
+    /// Adds an account or replaces it (the same id keeps its place in book order).
+    pub fn upsert_account(&mut self, a: &AccountIn) -> CoreResult<()> {
+        self.book.upsert_account(a)?;
+        let i = self.book.account(&a.account_id)?;
+        let broker: Arc<str> = Arc::from(a.broker.as_deref().unwrap_or(DEFAULT_BROKER));
+        if i < self.brokers.len() {
+            self.brokers[i] = broker;
+        } else {
+            self.brokers.resize(i, Arc::from(DEFAULT_BROKER));
+            self.brokers.push(broker);
+        }
+        Ok(())
     }
 
     pub fn set_kill_switch(&mut self, mode: KillSwitch) {
@@ -273,26 +317,76 @@ impl Engine {
         }
         decision.status = Status::Accepted;
         if commit {
-            let res_px = order.limit_price.unwrap_or(live);
-            let mut fill_lines = Vec::new();
-            for (j, &i) in eligible.iter().enumerate() {
-                let q = lines[j].quantity;
-                if q > 0 {
-                    self.book.reserve(i, k, order.side, q, res_px);
-                    let acct = &self.book.accounts[i];
-                    let m = self.book.mandate_of(acct);
-                    fill_lines.push((acct.account_id.clone(), q, m.fill_policy, m.fill_priority));
-                }
-            }
-            let block = BlockFills::new(&order.order_id, &order.symbol, order.side, fill_lines)?;
-            self.blocks.insert(order.order_id.clone(), block);
+            self.commit(order, &eligible, &lines, k, live)?;
         }
         decision.lines = lines;
         Ok(decision)
     }
 
-    /// Hands an execution of a block to its accounts and books each account's share.
-    /// Returns None for an execution id already booked.
+    /// Reserves an accepted block's lots and opens the fill state of its child orders, one per
+    /// broker of the accounts that got shares.
+    fn commit(
+        &mut self,
+        order: &BlockOrder,
+        eligible: &[usize],
+        lines: &[Line],
+        k: usize,
+        live: f64,
+    ) -> CoreResult<()> {
+        if self.children.contains_key(&order.order_id) {
+            return Err(CoreError::order(format!(
+                "block {} was committed already",
+                order.order_id
+            ))
+            .at(["order_id"]));
+        }
+        let res_px = order.limit_price.unwrap_or(live);
+        type FillLines = Vec<(Arc<str>, i64, FillPolicy, i64)>;
+        let mut by_broker: BTreeMap<Arc<str>, FillLines> = BTreeMap::new();
+        for (j, &i) in eligible.iter().enumerate() {
+            let q = lines[j].quantity;
+            if q > 0 {
+                self.book.reserve(i, k, order.side, q, res_px);
+                let acct = &self.book.accounts[i];
+                let m = self.book.mandate_of(acct);
+                let line = (acct.account_id.clone(), q, m.fill_policy, m.fill_priority);
+                by_broker.entry(self.brokers[i].clone()).or_default().push(line);
+            }
+        }
+        let mut ids = Vec::with_capacity(by_broker.len());
+        for (broker, fill_lines) in by_broker {
+            let id = child_order_id(&order.order_id, &broker);
+            let block = BlockFills::new(&id, &order.symbol, order.side, fill_lines)?;
+            self.blocks.insert(id.clone(), block);
+            ids.push(id);
+        }
+        self.children.insert(order.order_id.clone(), ids);
+        Ok(())
+    }
+
+    /// The child order an execution or close names: a child order id, or the id of a block
+    /// that went to one broker only.
+    fn child_of(&self, id: &str) -> CoreResult<String> {
+        if self.blocks.contains_key(id) {
+            return Ok(id.to_owned());
+        }
+        match self.children.get(id).map(Vec::as_slice) {
+            Some([one]) => Ok(one.clone()),
+            Some(many) => Err(CoreError::order(format!(
+                "block {id:?} went to {} brokers: name one of its child orders ({})",
+                many.len(),
+                many.join(", ")
+            ))
+            .at(["order_id"])),
+            None => {
+                Err(CoreError::order(format!("no open block with order id {id:?}"))
+                    .at(["order_id"]))
+            }
+        }
+    }
+
+    /// Hands an execution of a child order (or of a block at one broker) to its accounts and
+    /// books each account's share. Returns None for an execution id already booked.
     pub fn execution(
         &mut self,
         order_id: &str,
@@ -300,9 +394,8 @@ impl Engine {
         qty: i64,
         price: f64,
     ) -> CoreResult<Option<Vec<AccountFill>>> {
-        let block = self.blocks.get_mut(order_id).ok_or_else(|| {
-            CoreError::order(format!("no open block with order id {order_id:?}")).at(["order_id"])
-        })?;
+        let id = self.child_of(order_id)?;
+        let block = self.blocks.get_mut(&id).expect("child_of names an open child order");
         let Some(fills) = block.execution(exec_id, qty, price)? else {
             return Ok(None);
         };
@@ -315,18 +408,38 @@ impl Engine {
         Ok(Some(fills))
     }
 
-    /// Ends a block (done, cancelled, expired): releases what its accounts still had working
-    /// and returns their shortfalls.
+    /// Ends a child order, or every child order of a block still open (done, cancelled,
+    /// expired): releases what their accounts still had working and returns their shortfalls.
     pub fn close_block(
         &mut self,
         order_id: &str,
         reason: CloseReason,
     ) -> CoreResult<Vec<Shortfall>> {
-        let block = self.blocks.get_mut(order_id).ok_or_else(|| {
-            CoreError::order(format!("no open block with order id {order_id:?}")).at(["order_id"])
-        })?;
+        let ids: Vec<String> = match self.children.get(order_id) {
+            Some(ids) if !self.blocks.contains_key(order_id) => {
+                let open: Vec<String> = ids
+                    .iter()
+                    .filter(|c| self.blocks.get(*c).is_some_and(|b| b.closed.is_none()))
+                    .cloned()
+                    .collect();
+                if open.is_empty() {
+                    return Err(CoreError::order(format!("block {order_id} is already closed")));
+                }
+                open
+            }
+            _ => vec![self.child_of(order_id)?],
+        };
+        let mut out = Vec::new();
+        for id in ids {
+            out.extend(self.close_child(&id, reason)?);
+        }
+        Ok(out)
+    }
+
+    fn close_child(&mut self, order_id: &str, reason: CloseReason) -> CoreResult<Vec<Shortfall>> {
+        let block = self.blocks.get_mut(order_id).expect("an open child order");
         if block.closed.is_some() {
-            return Err(CoreError::order(format!("block {order_id} is already closed")));
+            return Err(CoreError::order(format!("child order {order_id} is already closed")));
         }
         let shortfalls = block.close(reason);
         let k = self.book.symbol(&block.symbol)?;

@@ -129,7 +129,7 @@ impl Engine {
     fn upsert_account(&mut self, py: Python<'_>, account_json: &str) -> PyResult<()> {
         let a: AccountIn = serde_json::from_str(account_json)
             .map_err(|e| to_py(py, CoreError::book(format!("account JSON: {e}"))))?;
-        py_result(py, self.inner.book.upsert_account(&a))
+        py_result(py, self.inner.upsert_account(&a))
     }
 
     /// Sets live marks: all of them, or none if any is wrong.
@@ -251,6 +251,72 @@ impl Engine {
     #[getter]
     fn account_count(&self) -> usize {
         self.inner.book.accounts.len()
+    }
+
+    /// Exposure of one account at marks and its use of its mandate's limits, as JSON.
+    fn exposure(&self, py: Python<'_>, account_id: &str) -> PyResult<String> {
+        let i = py_result(py, self.inner.book.account(account_id))?;
+        let e = crate::exposure::account_exposure(&self.inner.book, i);
+        Ok(serde_json::to_string(&e).expect("exposure serializes"))
+    }
+
+    /// The firm's exposure at marks and its use of the firm-wide limits, as JSON.
+    fn firm_exposure(&self) -> String {
+        let e = crate::exposure::firm_exposure(&self.inner.book);
+        serde_json::to_string(&e).expect("exposure serializes")
+    }
+
+    /// The accounts holding a position in a symbol, in book order.
+    fn holders(&self, py: Python<'_>, symbol: &str) -> PyResult<Vec<String>> {
+        let k = py_result(py, self.inner.book.symbol(symbol))?;
+        let b = &self.inner.book;
+        Ok(crate::exposure::holders(b, k)
+            .into_iter()
+            .map(|i| b.accounts[i].account_id.to_string())
+            .collect())
+    }
+
+    /// Every account's live state (cash, settled and reserved cash, positions and working
+    /// orders by symbol), in book order, as JSON.
+    fn accounts_json(&self) -> String {
+        let b = &self.inner.book;
+        let rows: Vec<serde_json::Value> = b
+            .accounts
+            .iter()
+            .map(|a| {
+                let positions: serde_json::Map<String, serde_json::Value> = a
+                    .positions
+                    .iter()
+                    .map(|&(k, q)| (b.instruments[k].symbol.clone(), q.into()))
+                    .collect();
+                let open: serde_json::Map<String, serde_json::Value> = a
+                    .open_orders
+                    .iter()
+                    .filter(|(_, o)| o.buy != 0 || o.sell != 0)
+                    .map(|(k, o)| {
+                        let v = serde_json::json!({"buy": o.buy, "sell": o.sell,
+                                                   "buy_reserved": o.buy_reserved});
+                        (b.instruments[*k].symbol.clone(), v)
+                    })
+                    .collect();
+                serde_json::json!({
+                    "account_id": &*a.account_id,
+                    "cash": a.cash,
+                    "settled_cash": a.settled_cash,
+                    "reserved_cash": a.reserved_cash,
+                    "positions": positions,
+                    "open_orders": open,
+                })
+            })
+            .collect();
+        serde_json::Value::Array(rows).to_string()
+    }
+
+    /// The child order ids of a committed block (one per broker of its accounts).
+    fn child_orders(&self, py: Python<'_>, order_id: &str) -> PyResult<Vec<String>> {
+        self.inner.children.get(order_id).cloned().ok_or_else(|| {
+            to_py(py, CoreError::order(format!("no committed block with order id {order_id:?}")))
+        })
     }
 }
 
