@@ -68,20 +68,38 @@ pub struct Ctx {
     pub reserved_cash: f64,
 }
 
+/// What a mandate says about one symbol for all its accounts: gathered once per block.
+#[derive(Debug, Clone, Copy)]
+pub struct Terms {
+    pub restricted_symbol: bool,
+    pub restricted_sector: bool,
+    pub sector_cap_pct: Option<f64>,
+}
+
+impl Terms {
+    pub fn of(m: &Mandate, k: usize, sector_idx: usize) -> Self {
+        Terms {
+            restricted_symbol: m.restricted_symbols.contains(&k),
+            restricted_sector: m.restricted_sectors.contains(&sector_idx),
+            sector_cap_pct: m.sector_cap(sector_idx),
+        }
+    }
+}
+
 /// Gathers what the rules need of account `i`, holding `pos` of instrument `k`, for trading `k`
-/// on `side`. The account's exposure totals must be fresh (`Book::refresh_exposures`).
-pub fn context(book: &Book, i: usize, pos: i64, k: usize, side: Side) -> Ctx {
+/// on `side`; `terms` are its mandate's for `k`. The account's exposure totals must be fresh
+/// (`Book::refresh_exposures`).
+pub fn context(book: &Book, i: usize, pos: i64, k: usize, side: Side, terms: &Terms) -> Ctx {
     let acct = &book.accounts[i];
     let ins = &book.instruments[k];
     let m = &book.mandates[acct.mandate];
     let s = side.sign();
-    let eff = match (side, acct.open(k)) {
-        (Side::Buy, Some(o)) => pos + o.buy,
-        (Side::Sell, Some(o)) => pos - o.sell,
-        (_, None) => pos,
+    let (b, s_) = acct.open(k).map_or((0, 0), |o| (o.buy, o.sell));
+    let eff = match side {
+        Side::Buy => pos + b,
+        Side::Sell => pos - s_,
     };
     // the account's totals less the symbol's own part, at marks
-    let (b, s_) = acct.open(k).map_or((0, 0), |o| (o.buy, o.sell));
     let (own, own_pos) = if pos != 0 || b != 0 || s_ != 0 {
         let mark = book.prices[k];
         (worst_case(pos, b, s_) as f64 * mark, pos.abs() as f64 * mark)
@@ -99,12 +117,12 @@ pub fn context(book: &Book, i: usize, pos: i64, k: usize, side: Side) -> Ctx {
         gross_other: acct.gross - own,
         sector_other: book.sector_gross(i, ins.sector_idx) - own,
         gross_pos_other: acct.gross_pos - own_pos,
-        restricted_symbol: m.restricted_symbols.contains(&k),
-        restricted_sector: m.restricted_sectors.contains(&ins.sector_idx),
+        restricted_symbol: terms.restricted_symbol,
+        restricted_sector: terms.restricted_sector,
         short_ban: s < 0 && (acct.cash_account || !m.allow_short),
         cash_account: acct.cash_account,
         sell: s < 0,
-        sector_cap_pct: m.sector_cap(ins.sector_idx),
+        sector_cap_pct: terms.sector_cap_pct,
         funds: acct.settled_cash - acct.pending_withdrawals - acct.reserved_cash - buffer,
         equity: nav - acct.pending_withdrawals - buffer,
         reserved_cash: acct.reserved_cash,
@@ -163,35 +181,56 @@ impl Caps {
 pub fn caps_at(c: &Ctx, m: &Mandate, px: f64) -> Caps {
     let mut caps =
         Caps { reducing: c.reducing, rules: [(Code::GrossLeverage, 0.0); MAX_RULES], n: 0 };
+    each_rule(c, m, px, |code, e_cap| caps.push(code, e_cap));
+    caps
+}
+
+/// The account's cap in shares at price `px` and the rule that sets it: what
+/// `caps_at(c, m, px)` gives by `cap_shares()` and `binding()`, without listing the rules.
+pub fn tightest_at(c: &Ctx, m: &Mandate, px: f64) -> (f64, Option<Code>) {
+    let mut best: Option<(Code, f64)> = None;
+    each_rule(c, m, px, |code, e_cap| {
+        if best.is_none_or(|b| e_cap < b.1) {
+            best = Some((code, e_cap));
+        }
+    });
+    match best {
+        None => (f64::INFINITY, None),
+        Some((code, m)) => (c.reducing as f64 + if m > 0.0 { m } else { 0.0 }, Some(code)),
+    }
+}
+
+/// Calls `f` with every rule that applies (code, shares it lets the account add), in rule order.
+#[inline(always)]
+fn each_rule(c: &Ctx, m: &Mandate, px: f64, mut f: impl FnMut(Code, f64)) {
     let e0f = c.e0 as f64;
     if c.restricted_symbol {
-        caps.push(Code::RestrictedSymbol, 0.0);
+        f(Code::RestrictedSymbol, 0.0);
     }
     if c.restricted_sector {
-        caps.push(Code::RestrictedSector, 0.0);
+        f(Code::RestrictedSector, 0.0);
     }
     if c.short_ban {
-        caps.push(Code::ShortSaleNotAllowed, 0.0);
+        f(Code::ShortSaleNotAllowed, 0.0);
     }
     if let Some(pct) = m.max_position_pct {
-        caps.push(Code::MaxPositionPct, pct / 100.0 * c.nav / px - e0f);
+        f(Code::MaxPositionPct, pct / 100.0 * c.nav / px - e0f);
     }
     if let Some(max_sh) = m.max_position_shares {
-        caps.push(Code::MaxPositionShares, (max_sh - c.e0) as f64);
+        f(Code::MaxPositionShares, (max_sh - c.e0) as f64);
     }
     if let Some(cap_pct) = c.sector_cap_pct {
-        caps.push(Code::SectorCap, (cap_pct / 100.0 * c.nav - c.sector_other) / px - e0f);
+        f(Code::SectorCap, (cap_pct / 100.0 * c.nav - c.sector_other) / px - e0f);
     }
-    caps.push(Code::GrossLeverage, (m.max_gross_leverage * c.nav - c.gross_other) / px - e0f);
+    f(Code::GrossLeverage, (m.max_gross_leverage * c.nav - c.gross_other) / px - e0f);
     if c.cash_account {
         // a cash account never adds on the sell side (no shorts), so cash binds buys only
         if !c.sell {
-            caps.push(Code::SettledCash, c.funds / px);
+            f(Code::SettledCash, c.funds / px);
         }
     } else {
-        caps.push(Code::BuyingPower, buying_power(c, px) / px);
+        f(Code::BuyingPower, buying_power(c, px) / px);
     }
-    caps
 }
 
 /// Reg T buying power of a margin account: twice the equity above initial margin on its

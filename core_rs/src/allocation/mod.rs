@@ -4,6 +4,8 @@
 pub mod caps;
 pub mod waterfill;
 
+use std::cell::RefCell;
+
 use rustc_hash::FxHashMap as HashMap;
 
 use crate::book::Book;
@@ -11,8 +13,10 @@ use crate::codes::Code;
 use crate::decision::Check;
 use crate::domain::{AllocationMethod, BlockOrder};
 use crate::errors::{CoreError, CoreResult};
-use caps::{caps_at, context, floor_lots, rule_check, Ctx, LOT_EPS, REG_T_INITIAL_MARGIN};
-use waterfill::waterfill;
+use caps::{
+    context, floor_lots, rule_check, tightest_at, Ctx, Terms, LOT_EPS, REG_T_INITIAL_MARGIN,
+};
+use waterfill::Split;
 
 /// One account's share of a block, before layer 2.
 #[derive(Debug, Clone)]
@@ -35,93 +39,89 @@ enum Bound {
     Own,
 }
 
-/// Each eligible account's weight under the order's method, and for some methods an extra cap
-/// in shares (fixed shares; gap to the target weight).
-pub fn weights(
+/// Each eligible account's parameter under the ratios, percent or shares method (0 for an
+/// account the order does not name); None for the other methods. `eligible` is in book order.
+fn params_by_account(
     book: &Book,
     order: &BlockOrder,
-    k: usize,
     eligible: &[usize],
-    px: f64,
-) -> CoreResult<(Vec<f64>, Vec<Option<i64>>)> {
-    let ins = &book.instruments[k];
-    let mut params: Option<HashMap<&str, f64>> = None;
-    if let Some(list) = &order.params {
-        let map: HashMap<&str, f64> = list.iter().map(|(a, v)| (a.as_str(), *v)).collect();
-        let mut matched = 0;
-        for &i in eligible {
-            if map.contains_key(book.accounts[i].account_id.as_ref()) {
-                matched += 1;
-            }
-        }
-        if matched != map.len() {
-            let known: rustc_hash::FxHashSet<&str> =
-                eligible.iter().map(|&i| book.accounts[i].account_id.as_ref()).collect();
-            let (bad, _) =
-                list.iter().find(|(a, _)| !known.contains(a.as_str())).expect("unmatched");
+) -> CoreResult<Option<Vec<f64>>> {
+    let Some(list) = &order.params else {
+        return Ok(None);
+    };
+    debug_assert!(eligible.windows(2).all(|w| w[0] < w[1]), "accounts in book order");
+    let mut out = vec![0.0; eligible.len()];
+    for (a, v) in list {
+        let j = book.account_idx.get(a.as_str()).and_then(|&i| eligible.binary_search(&i).ok());
+        let Some(j) = j else {
             let field = match order.method {
                 AllocationMethod::Ratios => "ratios",
                 AllocationMethod::Percent => "percents",
                 _ => "shares",
             };
             return Err(CoreError::order(format!(
-                "account {bad:?} does not follow strategy {:?}",
+                "account {a:?} does not follow strategy {:?}",
                 order.strategy
             ))
-            .at([field.to_owned(), bad.clone()]));
-        }
-        params = Some(map);
-    }
-    let mut w_out = Vec::with_capacity(eligible.len());
-    let mut extra = Vec::with_capacity(eligible.len());
-    for &i in eligible {
-        let acct = &book.accounts[i];
-        let mut cap = None;
-        let w = match order.method {
-            AllocationMethod::NetLiq => acct.net_liq,
-            AllocationMethod::AvailableEquity => {
-                // the same funds the SETTLED_CASH and BUYING_POWER rules start from
-                let buffer = book.mandate_of(acct).cash_buffer_pct / 100.0 * acct.net_liq;
-                if acct.cash_account {
-                    acct.settled_cash - acct.pending_withdrawals - acct.reserved_cash - buffer
-                } else {
-                    acct.net_liq
-                        - acct.pending_withdrawals
-                        - buffer
-                        - REG_T_INITIAL_MARGIN * acct.gross_pos
-                        - REG_T_INITIAL_MARGIN * acct.reserved_cash
-                }
-            }
-            AllocationMethod::Equal => 1.0,
-            AllocationMethod::Ratios | AllocationMethod::Percent | AllocationMethod::Shares => {
-                let w = params
-                    .as_ref()
-                    .and_then(|p| p.get(acct.account_id.as_ref()).copied())
-                    .unwrap_or(0.0);
-                if order.method == AllocationMethod::Shares {
-                    cap = Some(w as i64);
-                }
-                w
-            }
-            AllocationMethod::TargetWeight => {
-                let tw = order.target_weight_pct.unwrap_or(0.0);
-                let s = order.side.sign();
-                let eff = acct.effective_position(k, order.side);
-                let target = tw / 100.0 * acct.net_liq / px;
-                let w = (target - eff as f64) * s as f64;
-                cap = Some(if w > 0.0 { floor_lots(w, ins.lot) * ins.lot } else { 0 });
-                w
-            }
+            .at([field.to_owned(), a.clone()]));
         };
-        w_out.push(if w > 0.0 { w } else { 0.0 });
-        extra.push(cap);
+        out[j] = *v;
     }
-    Ok((w_out, extra))
+    Ok(Some(out))
+}
+
+/// An account's weight under the order's method, and for some methods an extra cap in shares
+/// (fixed shares; gap to the target weight). `param` is its parameter under the ratios,
+/// percent or shares method; `ctx` its context for the block.
+fn weight(
+    book: &Book,
+    order: &BlockOrder,
+    lot: i64,
+    i: usize,
+    ctx: &Ctx,
+    param: f64,
+    px: f64,
+) -> (f64, Option<i64>) {
+    let acct = &book.accounts[i];
+    let mut cap = None;
+    let w = match order.method {
+        AllocationMethod::NetLiq => acct.net_liq,
+        AllocationMethod::AvailableEquity => {
+            // the same funds the SETTLED_CASH and BUYING_POWER rules start from
+            let buffer = book.mandate_of(acct).cash_buffer_pct / 100.0 * acct.net_liq;
+            if acct.cash_account {
+                acct.settled_cash - acct.pending_withdrawals - acct.reserved_cash - buffer
+            } else {
+                acct.net_liq
+                    - acct.pending_withdrawals
+                    - buffer
+                    - REG_T_INITIAL_MARGIN * acct.gross_pos
+                    - REG_T_INITIAL_MARGIN * acct.reserved_cash
+            }
+        }
+        AllocationMethod::Equal => 1.0,
+        AllocationMethod::Ratios | AllocationMethod::Percent => param,
+        AllocationMethod::Shares => {
+            cap = Some(param as i64);
+            param
+        }
+        AllocationMethod::TargetWeight => {
+            let tw = order.target_weight_pct.unwrap_or(0.0);
+            let s = order.side.sign();
+            // the working position on the order's side (e0 and reducing are its two signs)
+            let eff = s * (ctx.e0 - ctx.reducing);
+            let target = tw / 100.0 * acct.net_liq / px;
+            let w = (target - eff as f64) * s as f64;
+            cap = Some(if w > 0.0 { floor_lots(w, lot) * lot } else { 0 });
+            w
+        }
+    };
+    (if w > 0.0 { w } else { 0.0 }, cap)
 }
 
 /// What the accounts bring to one block at one price: weights, caps in lots and what bound
 /// them, minimum lots. Computed once per block; each allocation pass reuses it.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Prepared {
     px: f64,
     /// Each account's position and exposures for this block (layer 2 reuses them).
@@ -132,6 +132,19 @@ pub struct Prepared {
     bound: Vec<Option<Bound>>,
     min_lots: Vec<i64>,
     total_w: f64,
+    /// Working memory of the allocation passes over these accounts.
+    work: RefCell<Work>,
+}
+
+/// What one allocation pass works in, kept between the passes of a block.
+#[derive(Debug, Default)]
+struct Work {
+    caps_lots: Vec<i64>,
+    excluded: Vec<bool>,
+    /// Checks that replace the prepared binding (layer-2 policy, minimum trade size); empty
+    /// when there are none.
+    over: Vec<Option<Check>>,
+    split: Split,
 }
 
 /// Evaluates every eligible account's weight and mandate caps for `order` at price `px`.
@@ -142,39 +155,61 @@ pub fn prepare(
     eligible: &[usize],
     px: f64,
 ) -> CoreResult<Prepared> {
-    let lot = book.instruments[k].lot;
-    let (weights, extra) = weights(book, order, k, eligible, px)?;
+    let ins = &book.instruments[k];
+    let lot = ins.lot;
+    let params = params_by_account(book, order, eligible)?;
+    // each mandate's terms for the symbol and its minimum trade in lots
+    let terms: Vec<(Terms, i64)> = book
+        .mandates
+        .iter()
+        .map(|m| {
+            let mtv = m.min_trade_value;
+            let min_lots =
+                if mtv > 0.0 { (mtv / (px * lot as f64) - LOT_EPS).ceil() as i64 } else { 0 };
+            (Terms::of(m, k, ins.sector_idx), min_lots)
+        })
+        .collect();
     let n = eligible.len();
-    let mut caps_lots = Vec::with_capacity(n);
-    let mut ctxs = Vec::with_capacity(n);
-    let mut bound = Vec::with_capacity(n);
-    let mut min_lots = Vec::with_capacity(n);
-    let mut total_w = 0.0;
-    let positions = book.positions_in(k, eligible);
+    let mut prep = Prepared {
+        px,
+        ctx: Vec::with_capacity(n),
+        weights: Vec::with_capacity(n),
+        caps_lots: Vec::with_capacity(n),
+        bound: Vec::with_capacity(n),
+        min_lots: Vec::with_capacity(n),
+        total_w: 0.0,
+        work: RefCell::default(),
+    };
+    // positions from the symbol's holders, merged with the accounts (both in book order)
+    let holders = book.holders(k);
+    let mut h = 0;
     for (j, &i) in eligible.iter().enumerate() {
+        while h < holders.len() && holders[h].0 < i {
+            h += 1;
+        }
+        let pos = if h < holders.len() && holders[h].0 == i { holders[h].1 } else { 0 };
         let acct = &book.accounts[i];
-        let ctx = context(book, i, positions[j], k, order.side);
-        let caps = caps_at(&ctx, book.mandate_of(acct), px);
-        ctxs.push(ctx);
-        let mut c = floor_lots(caps.cap_shares(), lot);
-        let mut b = caps.binding().map(Bound::Rule);
-        if let Some(e) = extra[j] {
+        let (t, min_lots) = &terms[acct.mandate];
+        let ctx = context(book, i, pos, k, order.side, t);
+        let param = params.as_ref().map_or(0.0, |p| p[j]);
+        let (w, extra) = weight(book, order, lot, i, &ctx, param, px);
+        let (cap_shares, binding) = tightest_at(&ctx, &book.mandates[acct.mandate], px);
+        let mut c = floor_lots(cap_shares, lot);
+        let mut b = binding.map(Bound::Rule);
+        if let Some(e) = extra {
             if e / lot <= c {
                 c = e / lot;
                 b = Some(Bound::Own);
             }
         }
-        caps_lots.push(c);
-        bound.push(b);
-        total_w += weights[j];
-        let mtv = book.mandate_of(acct).min_trade_value;
-        min_lots.push(if mtv > 0.0 {
-            (mtv / (px * lot as f64) - LOT_EPS).ceil() as i64
-        } else {
-            0
-        });
+        prep.ctx.push(ctx);
+        prep.weights.push(w);
+        prep.caps_lots.push(c);
+        prep.bound.push(b);
+        prep.min_lots.push(*min_lots);
+        prep.total_w += w;
     }
-    Ok(Prepared { px, ctx: ctxs, weights, caps_lots, bound, min_lots, total_w })
+    Ok(prep)
 }
 
 /// One allocation pass over prepared accounts: splits `q_lots` (None: every account's whole
@@ -192,9 +227,11 @@ pub fn split(
     let px = prep.px;
     let n = eligible.len();
     let weights = &prep.weights;
-    let mut caps_lots = prep.caps_lots.clone();
-    // checks that replace the prepared binding (layer-2 policy, minimum trade size)
-    let mut over: Vec<Option<Check>> = Vec::new();
+    let mut work = prep.work.borrow_mut();
+    let Work { caps_lots, excluded, over, split } = &mut *work;
+    caps_lots.clear();
+    caps_lots.extend_from_slice(&prep.caps_lots);
+    over.clear();
     if !forced.is_empty() {
         over.resize(n, None);
         for (&j, (f, check)) in forced {
@@ -216,9 +253,10 @@ pub fn split(
             q
         }
     };
-    let mut excluded = vec![false; n];
-    let split = loop {
-        let split = waterfill(q_lots, weights, &caps_lots, &excluded);
+    excluded.clear();
+    excluded.resize(n, false);
+    loop {
+        split.fill(q_lots, weights, caps_lots, excluded);
         let mut any = false;
         for j in 0..n {
             if split.qty[j] > 0 && split.qty[j] < prep.min_lots[j] {
@@ -239,15 +277,15 @@ pub fn split(
             }
         }
         if !any {
-            break split;
+            break;
         }
-    };
+    }
     let mut out = Vec::with_capacity(n);
     for j in 0..n {
         let mut binding = None;
         if split.capped[j] || excluded[j] {
-            binding = match over.get(j).and_then(Option::as_ref) {
-                Some(c) => Some(c.clone()),
+            binding = match over.get_mut(j).and_then(Option::take) {
+                Some(c) => Some(c),
                 None => match &prep.bound[j] {
                     Some(Bound::Rule(code)) => {
                         let c = &prep.ctx[j];

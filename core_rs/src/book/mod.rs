@@ -693,6 +693,12 @@ impl Book {
         out
     }
 
+    /// (account index, position) of every account holding or working instrument `k`, in book
+    /// order.
+    pub fn holders(&self, k: usize) -> &[(usize, i64)] {
+        &self.holders[k]
+    }
+
     /// Brings the holders index of `k` in line with account `i`: listed, with its position,
     /// while it holds or works the instrument.
     fn sync_holder(&mut self, k: usize, i: usize) {

@@ -1,6 +1,6 @@
 //! Layer 2: each allocated lot against its account's mandate, at the live price.
 
-use crate::allocation::caps::{caps_at, floor_lots, rule_check, Ctx};
+use crate::allocation::caps::{caps_at, floor_lots, rule_check, tightest_at, Ctx};
 use crate::allocation::Alloc;
 use crate::book::Book;
 use crate::decision::Check;
@@ -36,11 +36,11 @@ pub fn layer2(
             continue;
         }
         let m = &book.mandates[c.mandate];
-        let caps = caps_at(c, m, live);
-        live_caps[j] = floor_lots(caps.cap_shares(), lot);
+        live_caps[j] = floor_lots(tightest_at(c, m, live).0, lot);
         if q / lot <= live_caps[j] {
             continue;
         }
+        let caps = caps_at(c, m, live);
         let mut broken = Vec::new();
         for &(code, e_cap) in caps.rules() {
             let allowed = caps.reducing as f64 + if e_cap > 0.0 { e_cap } else { 0.0 };
