@@ -54,8 +54,8 @@ import functools
 import json
 import logging
 import os
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -66,11 +66,14 @@ from faust.types import TransportT
 from sqlalchemy.exc import OperationalError
 
 from mats import kafka
-from mats.blocks import Outgoing, PriceTick, block_messages, brokers_of, validate_tick
+from mats.blocks import PriceTick, brokers_of, validate_tick
 from mats.config import load_book
-from mats.engine import Engine, load_decision
+from mats.desk import Desk, JournalEntry, Mark, OutMessage, SourceRef, journal_key
 from mats.errors import MatsError
+from mats.executions import ExecutionReport
 from mats.intake import (
+    INVALID_FIELD,
+    NOT_JSON,
     DeadLetter,
     KnownIds,
     Problem,
@@ -122,38 +125,9 @@ class GatewayMissing(MatsError):
     """The book has accounts at a broker that no gateway (``mats.orders.<broker>``) serves."""
 
 
-@dataclass
-class Desk:
-    """A worker's block-processing state: its engine, the accounts' brokers, prices to apply.
-
-    ``pending`` holds the newest tick per symbol received since the last block; the ``blocks``
-    agent hands them to the engine in one call before it runs the next block.
-    """
-
-    engine: Engine
-    brokers: dict[str, str]
-    known: KnownIds
-    pending: dict[str, PriceTick] = field(default_factory=dict)
-    last: dict[str, datetime] = field(default_factory=dict)
-
-    def take_tick(self, tick: PriceTick) -> bool:
-        """Keeps ``tick`` unless a newer one for its symbol came first; whether it was kept."""
-        seen = self.last.get(tick.symbol)
-        if seen is not None and tick.ts < seen:
-            return False
-        self.last[tick.symbol] = tick.ts
-        self.pending[tick.symbol] = tick
-        return True
-
-    def apply_prices(self) -> None:
-        if self.pending:
-            self.engine.update_prices({s: t.price for s, t in self.pending.items()})
-            self.pending.clear()
-
-
 @functools.cache
-def desk() -> Desk:
-    """The worker's :class:`Desk`, built once per process from the book in :func:`book_dir`.
+def brokers() -> dict[str, str]:
+    """Each account's broker in the book of :func:`book_dir`, checked against the gateways.
 
     Raises
     ------
@@ -161,15 +135,15 @@ def desk() -> Desk:
         An account's broker has no gateway among ``MATS_KAFKA_GATEWAYS`` (or the defaults).
     """
     book = load_book(book_dir())
-    brokers = brokers_of(book)
+    found = brokers_of(book)
     gateways = set(kafka.settings().gateways)
-    missing = sorted(set(brokers.values()) - gateways)
+    missing = sorted(set(found.values()) - gateways)
     if missing:
         raise GatewayMissing(f"no gateway for broker{'s' if len(missing) > 1 else ''} "
                              f"{', '.join(missing)} of the book's accounts (gateways: "
                              f"{', '.join(sorted(gateways))}); set MATS_KAFKA_GATEWAYS",
                              ("MATS_KAFKA_GATEWAYS",))
-    return Desk(engine=Engine(book), brokers=brokers, known=KnownIds.of(book))
+    return found
 
 
 # ------------------------------------------------------------------------------ the app
@@ -202,7 +176,7 @@ class MatsApp(faust.App):
 
     async def on_start(self) -> None:
         known_ids()
-        desk()
+        brokers()
         store()
         await super().on_start()
 
@@ -286,6 +260,14 @@ allocations_topic = _topic("mats.allocations", key_type=str, value_type=bytes,
                            key_serializer="raw", value_serializer="raw")
 alerts_topic = _topic("mats.alerts", key_type=str, value_type=bytes,
                       key_serializer="raw", value_serializer="raw")
+# Execution reports from the gateways (mats.executions.ExecutionReport JSON), as raw bytes so a
+# bad one is dead-lettered; what fill booking publishes, as the models' JSON.
+exec_reports_topic = _topic("mats.exec-reports", key_type=bytes, value_type=bytes,
+                            key_serializer="raw", value_serializer="raw")
+account_fills_topic = _topic("mats.account-fills", key_type=str, value_type=bytes,
+                             key_serializer="raw", value_serializer="raw")
+exposure_topic = _topic("mats.exposure", key_type=str, value_type=bytes,
+                        key_serializer="raw", value_serializer="raw")
 
 
 @functools.cache
@@ -301,7 +283,8 @@ def sink_topic_names(gateways: Sequence[str] | None = None) -> list[str]:
     if gateways is None:
         gateways = kafka.settings().gateways
     return ["mats.blocks", "mats.allocations",
-            *(kafka.gateway_topic(g).name for g in gateways), "mats.alerts", "mats.dlq"]
+            *(kafka.gateway_topic(g).name for g in gateways), "mats.exec-reports",
+            "mats.account-fills", "mats.alerts", "mats.dlq"]
 
 
 # Raw bytes, decoded by the sink itself: a message it cannot read is kept, not skipped.
@@ -310,10 +293,9 @@ sink_topic = app.topic(*sink_topic_names(), key_type=bytes, value_type=bytes,
 
 
 def _out_topic(name: str) -> faust.TopicT:
-    if name == allocations_topic.get_topic_name():
-        return allocations_topic
-    if name == alerts_topic.get_topic_name():
-        return alerts_topic
+    for topic in (allocations_topic, alerts_topic, account_fills_topic, exposure_topic):
+        if name == topic.get_topic_name():
+            return topic
     return gateway_topic(name.removeprefix(kafka.GATEWAY_TOPIC_PREFIX))
 
 
@@ -352,18 +334,121 @@ async def _dead_letter(event: faust.EventT[Any], error: SignalError, value: Any,
     return letter
 
 
+# ------------------------------------------------------------------------------ the sequenced desk
+
+# The journal of the sequenced desk (mats.desk): one entry per block order or execution report
+# applied, keyed by its position; and the newest mark per symbol. Both live in Kafka changelog
+# topics (compacted) with the sequenced topics' partition count, so the worker that owns the
+# sequenced partition owns them, and one that takes over recovers them before it reads on.
+journal = app.Table("journal", partitions=kafka.SEQUENCED_PARTITIONS, key_type=str,
+                    value_type=bytes, help="the sequenced desk's journal (mats.desk)")
+marks = app.Table("marks", partitions=kafka.SEQUENCED_PARTITIONS, key_type=str,
+                  value_type=bytes, help="the newest live price per symbol")
+
+
+@dataclass
+class _Holder:
+    desk: Desk | None = None
+
+
+_current = _Holder()
+
+
+def desk() -> Desk:
+    """The worker's :class:`mats.desk.Desk`, brought up to date with the journal.
+
+    Built from the book in :func:`book_dir` the first time (and after a rebalance took the
+    sequenced partition away), then every journal entry not yet applied is replayed, in order;
+    the newest marks kept beside the journal are applied last.
+    """
+    d = _current.desk
+    fresh = d is None
+    if d is None:
+        brokers()  # a broker without a gateway stops here, before any state is built
+        d = _current.desk = Desk(load_book(book_dir()))
+    replayed = 0
+    while (value := journal.get(journal_key(d.seq))) is not None:
+        d.replay(JournalEntry.model_validate_json(value))
+        replayed += 1
+    if fresh:
+        d.restore_marks({sym: Mark.model_validate_json(v) for sym, v in marks.items()})
+        d.settle_watch()
+    if replayed:
+        log.info("desk: replayed %d journal entries (now at %d)", replayed, d.seq)
+    return d
+
+
+def reset_desk() -> None:
+    """Forgets the desk: the next event rebuilds it from the book and the journal."""
+    _current.desk = None
+
+
+@app.on_partitions_revoked.connect
+async def _on_revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+    # Another worker may apply the sequenced topics from here on: the state this one holds
+    # is rebuilt from the journal when it gets them back.
+    reset_desk()
+
+
+def _source(event: faust.EventT[Any]) -> SourceRef:
+    m = event.message
+    return SourceRef(topic=m.topic, partition=m.partition, offset=m.offset)
+
+
+async def _publish(out: Sequence[OutMessage]) -> None:
+    for o in out:
+        await _out_topic(o.topic).send(key=o.key, value=o.value.encode())
+
+
+async def _sequenced(event: faust.EventT[Any],
+                     apply: Callable[[Desk, SourceRef, datetime], JournalEntry]) -> JournalEntry:
+    """Applies one input to the desk, journals it, and publishes what it made.
+
+    An input already in the journal (read again after a crash) is not applied again: its
+    outbox is published again instead, since the crash may have lost some of it.
+    """
+    state = desk()
+    source = _source(event)
+    seq = state.applied(source)
+    if seq is not None:
+        entry = JournalEntry.model_validate_json(journal[journal_key(seq)])
+        log.info("desk: %s:%d@%d was applied as entry %d; publishing its outbox again",
+                 source.topic, source.partition, source.offset, seq)
+    else:
+        entry = apply(state, source, datetime.now(UTC))
+        # one table write per input: in the changelog whole, or not at all
+        journal[entry.key()] = entry.model_dump_json().encode()
+    await _publish(entry.out)
+    return entry
+
+
+def _apply_block(order: BlockOrder, d: Desk, source: SourceRef, at: datetime) -> JournalEntry:
+    return d.block(order, source, at)
+
+
+def _apply_report(report: ExecutionReport, d: Desk, source: SourceRef,
+                  at: datetime) -> JournalEntry:
+    return d.execution(report, source, at)
+
+
 @app.agent(marketdata_topic)
 async def marketdata(stream: faust.StreamT[bytes]) -> AsyncIterator[PriceTick | DeadLetter]:
-    """Live prices in; kept for ``blocks`` (newest per symbol), bad ticks to ``mats.dlq``."""
-    state = desk()
+    """Live prices in: applied to the desk's marks at once (the newest per symbol), with the
+    exposure of the accounts holding the symbol and of the firm, and any limit alerts, out;
+    bad ticks to ``mats.dlq``."""
+    known = known_ids()
     async for event in stream.events():
         try:
-            tick = validate_tick(event.value, state.known)
+            tick = validate_tick(event.value, known)
         except SignalError as e:
             yield await _dead_letter(event, e, event.value, stage="marketdata")
-        else:
-            state.take_tick(tick)
-            yield tick
+            continue
+        out = desk().tick(tick)
+        if out is not None:
+            marks[tick.symbol] = Mark(price=tick.price, ts=tick.ts).model_dump_json().encode()
+            for o in out:
+                await _out_topic(o.topic).send(key=o.key, value=o.value())
+        yield tick
 
 
 def _failed(code: str, e: Exception, journey_id: str | None) -> SignalError:
@@ -372,14 +457,14 @@ def _failed(code: str, e: Exception, journey_id: str | None) -> SignalError:
 
 
 @app.agent(blocks_topic)
-async def blocks(stream: faust.StreamT[BlockRecord]) -> AsyncIterator[list[Outgoing] | DeadLetter]:
+async def blocks(stream: faust.StreamT[BlockRecord]) -> AsyncIterator[JournalEntry | DeadLetter]:
     """Block orders in; allocation instructions, child orders and alerts out.
 
-    One core call per block (``Engine.process``, committed, at the current time), after the
-    prices received since the last block. Yields the messages it published (or the dead letter
-    of a block it could not process), for tests and replies.
+    One core call per block (layer 1, allocation, layer 2; an accepted block reserves its lots
+    and opens one child order per broker), at the current time and marks, through the desk.
+    Yields the journal entry (what was published is its ``out``), or the dead letter of a
+    block it could not process, for tests and replies.
     """
-    state = desk()
     async for event in stream.events():
         record: BlockRecord = event.value
         try:
@@ -389,17 +474,36 @@ async def blocks(stream: faust.StreamT[BlockRecord]) -> AsyncIterator[list[Outgo
                                      json.dumps(record.asdict(), default=str), stage="blocks")
             continue
         try:
-            state.apply_prices()
-            now = datetime.now(UTC)
-            decision = load_decision(state.engine.process(order, as_of=now, commit=True))
-            messages = block_messages(decision, state.brokers, order=order, decided_at=now)
+            yield await _sequenced(event, functools.partial(_apply_block, order))
         except Exception as e:  # a bug or a core refusal must not stop the stream
             yield await _dead_letter(event, _failed("BLOCK_FAILED", e, order.journey_id),
                                      order.model_dump_json(), stage="blocks")
+
+
+@app.agent(exec_reports_topic)
+async def executions(stream: faust.StreamT[bytes]) -> AsyncIterator[JournalEntry | DeadLetter]:
+    """Execution reports in; each account's share of every fill, child order closes with
+    shortfalls, exposure and alerts out.
+
+    Fills go to the child order's accounts at its average price (:mod:`mats.fills` rules,
+    the accounts' fill policies); a report that ends the child order closes it. A report
+    that is not an execution report goes to ``mats.dlq``; one that cannot be booked (an
+    unknown child order, an overfill) raises a critical alert.
+    """
+    async for event in stream.events():
+        try:
+            report = ExecutionReport.model_validate_json(event.value or b"")
+        except ValueError as e:
+            problem = Problem(code=INVALID_FIELD if event.value else NOT_JSON, loc=[], field="",
+                              message=f"not an execution report: {e}")
+            yield await _dead_letter(event, SignalError([problem]), event.value,
+                                     stage="executions")
             continue
-        for out in messages:
-            await _out_topic(out.topic).send(key=out.key, value=out.value())
-        yield messages
+        try:
+            yield await _sequenced(event, functools.partial(_apply_report, report))
+        except Exception as e:  # a bug must not stop the stream: kept with the reason
+            yield await _dead_letter(event, _failed("EXECUTION_FAILED", e, report.journey_id),
+                                     event.value, stage="executions")
 
 
 SINK_RETRY_S = (0.5, 30.0)  # first and longest wait between tries of a database that fails

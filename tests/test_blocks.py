@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from unittest.mock import AsyncMock
+from unittest.mock import AsyncMock, MagicMock
 
 import pytest
 import yaml
@@ -294,16 +294,23 @@ def streams_app(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Any
     monkeypatch.setenv("MATS_BOOK_DIR", str(book_dir))
     monkeypatch.setenv("MATS_KAFKA_GATEWAYS", "prime-a,retail-b")
     sa.known_ids.cache_clear()
-    sa.desk.cache_clear()
+    sa.brokers.cache_clear()
+    sa.reset_desk()
     sa.app.finalize()
-    sa.app.conf.store = "memory://"
     sa.app.flow_control.resume()
-    for topic in (sa.dlq_topic, sa.allocations_topic, sa.alerts_topic,
-                  sa.gateway_topic("prime-a"), sa.gateway_topic("retail-b")):
+    for topic in (sa.dlq_topic, sa.allocations_topic, sa.alerts_topic, sa.account_fills_topic,
+                  sa.exposure_topic, sa.gateway_topic("prime-a"), sa.gateway_topic("retail-b")):
         monkeypatch.setattr(topic, "send", AsyncMock())
+    for table in (sa.journal, sa.marks):
+        # the tables keep their data in memory; what would go to their changelogs is recorded
+        table.data._clear()
+        monkeypatch.setattr(table, "send_changelog", MagicMock())
     yield sa
     sa.known_ids.cache_clear()
-    sa.desk.cache_clear()
+    sa.brokers.cache_clear()
+    sa.reset_desk()
+    for table in (sa.journal, sa.marks):
+        table.data._clear()
 
 
 def _write_book(book: Book, folder: Path) -> None:
@@ -360,8 +367,13 @@ def test_agents_apply_prices_then_publish_each_block(streams_app: Any) -> None:
     instructions = _sends(sa.allocations_topic)
     assert [(k, v["status"], v["live_price"]) for k, v in instructions] == [
         (blocks[0].order_id, "accepted", 104.0), (blocks[1].order_id, "rejected", 104.0)]
-    (instruction,) = of_kind(accepted, AllocationInstruction)
-    assert instruction.placed_quantity == 4_000
+    assert instructions[0][1]["placed_quantity"] == 4_000
+    # each block is one journal entry, with what it published, at the prices taken before it
+    assert [e.seq for e in (accepted, refused)] == [0, 1]
+    assert accepted.marks["XYZ"].price == 104.0 and refused.marks == {}
+    assert [o.topic for o in accepted.out][0] == "mats.allocations"
+    assert sa.journal.send_changelog.call_count == 2
+    assert sa.marks.send_changelog.call_count == 1  # the tick kept; the older one ignored
     prime = _sends(sa.gateway_topic("prime-a"))
     retail = _sends(sa.gateway_topic("retail-b"))
     assert [(k, v["quantity"]) for k, v in prime] == [(blocks[0].order_id, 1_974)]
@@ -371,7 +383,7 @@ def test_agents_apply_prices_then_publish_each_block(streams_app: Any) -> None:
         ("A", "warning", "lot"), (blocks[1].order_id, "critical", "block")]
     assert all(v["journey_id"] == o.journey_id
                for (_, v), o in zip(alerts, blocks, strict=True))
-    assert refused[-1].message.reasons[0].code == "MAX_ORDER_QUANTITY"
+    assert alerts[-1][1]["reasons"][0]["code"] == "MAX_ORDER_QUANTITY"
 
 
 def test_a_block_the_core_refuses_to_process_is_dead_lettered(
@@ -402,7 +414,7 @@ def test_a_broker_without_a_gateway_stops_the_worker(streams_app: Any,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     sa = streams_app
     monkeypatch.setenv("MATS_KAFKA_GATEWAYS", "prime-a")
-    sa.desk.cache_clear()
+    sa.brokers.cache_clear()
     with pytest.raises(sa.GatewayMissing, match="retail-b"):
         sa.desk()
 

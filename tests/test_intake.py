@@ -215,7 +215,6 @@ def streams_app(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     monkeypatch.setenv("MATS_BOOK_DIR", str(SAMPLE_DIR))
     sa.known_ids.cache_clear()
     sa.app.finalize()
-    sa.app.conf.store = "memory://"
     sa.app.flow_control.resume()
     monkeypatch.setattr(sa.blocks_topic, "send", AsyncMock())
     monkeypatch.setattr(sa.dlq_topic, "send", AsyncMock())
@@ -227,10 +226,15 @@ def test_the_app_takes_its_topics_from_the_table() -> None:
     import streams.app as sa
 
     specs = {s.name: s for s in kafka.TOPICS}
-    for topic in (sa.signals_topic, sa.blocks_topic, sa.dlq_topic):
+    for topic in (sa.signals_topic, sa.blocks_topic, sa.dlq_topic, sa.marketdata_topic,
+                  sa.exec_reports_topic, sa.account_fills_topic, sa.exposure_topic):
         (name,) = topic.topics
         assert topic.partitions == specs[name].partitions
-    assert specs["mats.blocks"].partitions == 6
+    assert specs["mats.signals"].partitions == 6  # intake scales out
+    # the sequenced path and the desk's state tables: one partition, so one order
+    for name in ("mats.blocks", "mats.marketdata", "mats.exec-reports"):
+        assert specs[name].partitions == kafka.SEQUENCED_PARTITIONS == 1
+    assert sa.journal.partitions == sa.marks.partitions == 1
     assert specs["mats.blocks"].cleanup_policy == "delete"
     assert sa.intake.channel is sa.signals_topic
     assert sa.app.conf.id == "mats"

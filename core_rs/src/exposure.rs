@@ -9,7 +9,8 @@ use serde::Serialize;
 
 use crate::book::Book;
 
-/// One figure held to a limit: `utilization` is `value / limit` (both positive numbers).
+/// One figure held to a limit: `utilization` is `value / limit`; a limit of zero is used
+/// `f64::MAX` times by any positive value (a finite number, so it goes through JSON).
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Usage {
     /// What is measured: `gross_leverage`, `position_pct`, `position_shares`, `sector_pct`,
@@ -24,7 +25,13 @@ pub struct Usage {
 
 impl Usage {
     fn new(metric: &'static str, subject: Option<String>, value: f64, limit: f64) -> Self {
-        let utilization = if limit > 0.0 { value / limit } else { f64::INFINITY };
+        let utilization = if limit > 0.0 {
+            value / limit
+        } else if value > 0.0 {
+            f64::MAX
+        } else {
+            0.0
+        };
         Usage { metric, subject, value, limit, utilization }
     }
 }

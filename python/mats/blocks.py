@@ -185,7 +185,7 @@ class Outgoing:
 
     topic: str
     key: str
-    message: AllocationInstruction | ChildOrder | Alert
+    message: Frozen  # AllocationInstruction, ChildOrder, Alert, or a later stage's message
 
     def value(self) -> bytes:
         return self.message.model_dump_json().encode()

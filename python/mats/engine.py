@@ -105,3 +105,26 @@ class Engine:
     def open_orders(self, account_id: str, symbol: str) -> tuple[int, int]:
         """Working (buy, sell) quantity of an account in a symbol."""
         return self._native.open_orders(account_id, symbol)
+
+    def exposure(self, account_id: str) -> str:
+        """One account's exposure at marks beside its mandate's limits, as JSON
+        (:func:`mats.exposure.account_exposure` reads it)."""
+        return self._native.exposure(account_id)
+
+    def firm_exposure(self) -> str:
+        """The firm's exposure at marks beside the firm limits, as JSON
+        (:func:`mats.exposure.firm_exposure` reads it)."""
+        return self._native.firm_exposure()
+
+    def holders(self, symbol: str) -> list[str]:
+        """The accounts holding a position in ``symbol``, in book order."""
+        return self._native.holders(symbol)
+
+    def accounts_json(self) -> str:
+        """Every account's live state (cash, settled and reserved cash, positions and working
+        orders by symbol), in book order, as JSON."""
+        return self._native.accounts_json()
+
+    def child_orders(self, order_id: str) -> list[str]:
+        """The child order ids of a committed block: one per broker of its accounts."""
+        return self._native.child_orders(order_id)

@@ -50,6 +50,9 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from mats import kafka
 from mats.blocks import ALERTS_TOPIC, ALLOCATIONS_TOPIC, Alert, AllocationInstruction, ChildOrder
 from mats.blocks import event_id as block_event_id
+from mats.desk import ACCOUNT_FILLS_TOPIC, AccountFillEvent, ChildClosed, ExecutionAlert
+from mats.executions import EXEC_REPORTS_TOPIC, CancelRequest, ExecutionReport, ReplaceRequest
+from mats.exposure import LimitAlert
 from mats.intake import DeadLetter
 from mats.models import BlockOrder
 
@@ -72,7 +75,9 @@ DLQ_TOPIC = "mats.dlq"
 
 # The kinds of event, in the order a journey goes through them: among events of one journey at
 # the same time (every message of a block carries the block's decision time) this order decides.
-KINDS = ("signal", "allocation_instruction", "child_order", "alert", "dead_letter", "unparsed")
+KINDS = ("signal", "allocation_instruction", "child_order", "cancel_request", "replace_request",
+         "alert", "execution_report", "account_fill", "child_closed", "execution_alert",
+         "limit_alert", "dead_letter", "unparsed")
 
 # Fixed namespace for the ids this module derives (dead letters, unreadable messages).
 _NAMESPACE = uuid.UUID("0b6f4f3e-8d0a-4c51-b8a4-7f2e9c1d5a63")
@@ -285,18 +290,35 @@ def _utc(timestamp: float | datetime | None) -> datetime | None:
         return None
 
 
-def _model_of(topic: str) -> type[BaseModel] | None:
-    if topic == BLOCKS_TOPIC:
-        return BlockOrder
-    if topic == ALLOCATIONS_TOPIC:
-        return AllocationInstruction
-    if topic.startswith(kafka.GATEWAY_TOPIC_PREFIX):
-        return ChildOrder
-    if topic == ALERTS_TOPIC:
-        return Alert
-    if topic == DLQ_TOPIC:
-        return DeadLetter
-    return None
+# What each output topic carries; where it is more than one model, the ``kind`` field says which.
+_TOPIC_MODELS: dict[str, tuple[type[BaseModel], ...]] = {
+    BLOCKS_TOPIC: (BlockOrder,),
+    ALLOCATIONS_TOPIC: (AllocationInstruction,),
+    kafka.GATEWAY_TOPIC_PREFIX: (ChildOrder, CancelRequest, ReplaceRequest),
+    EXEC_REPORTS_TOPIC: (ExecutionReport,),
+    ACCOUNT_FILLS_TOPIC: (AccountFillEvent, ChildClosed),
+    ALERTS_TOPIC: (Alert, LimitAlert, ExecutionAlert),
+    DLQ_TOPIC: (DeadLetter,),
+}
+
+
+def _model_of(topic: str, value: bytes | str) -> type[BaseModel] | None:
+    key = kafka.GATEWAY_TOPIC_PREFIX if topic.startswith(kafka.GATEWAY_TOPIC_PREFIX) else topic
+    models = _TOPIC_MODELS.get(key)
+    if models is None:
+        return None
+    if len(models) == 1:
+        return models[0]
+    kind = _str_field(json.loads(value), "kind")
+    for model in models:
+        if model.model_fields["kind"].default == kind:
+            return model
+    names = ", ".join(str(m.model_fields["kind"].default) for m in models)
+    raise ValueError(f"kind {kind!r} is not one of {names} (what {topic} carries)")
+
+
+# The field that says when each kind of message happened.
+_WHEN = ("decided_at", "transact_time", "booked_at", "closed_at", "raised_at", "requested_at")
 
 
 def _str_field(data: Any, name: str) -> str | None:
@@ -340,19 +362,20 @@ def event_from_message(topic: str, partition: int, offset: int, value: bytes | s
 
 
 def _parsed(topic: str, value: bytes | str | None, when: datetime | None) -> Event:
-    model = _model_of(topic)
-    if model is None:
-        raise ValueError(f"no event is read from topic {topic!r}")
     if value is None:
         raise ValueError("empty message (a tombstone)")
+    model = _model_of(topic, value)
+    if model is None:
+        raise ValueError(f"no event is read from topic {topic!r}")
     message = model.model_validate_json(value)
     text = value if isinstance(value, str) else value.decode("utf-8")
     common: dict[str, Any] = dict(topic=topic, payload=text)
-    if isinstance(message, AllocationInstruction | ChildOrder | Alert):
-        return Event(event_id=message.event_id, kind=message.kind,
-                     journey_id=message.journey_id, order_id=message.order_id,
-                     account_id=getattr(message, "account_id", None),
-                     occurred_at=message.decided_at, **common)
+    if not isinstance(message, BlockOrder | DeadLetter):
+        fields = vars(message)
+        when_ = next(fields[f] for f in _WHEN if f in fields)
+        return Event(event_id=fields["event_id"], kind=fields["kind"],
+                     journey_id=fields["journey_id"] or None, order_id=fields.get("order_id"),
+                     account_id=fields.get("account_id"), occurred_at=when_, **common)
     if isinstance(message, BlockOrder):
         return Event(event_id=block_event_id(message.order_id, "signal"), kind="signal",
                      journey_id=message.journey_id, order_id=message.order_id,
