@@ -2,7 +2,10 @@
 
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
+use pyo3::pybacked::PyBackedStr;
+use pyo3::types::{
+    PyDateAccess, PyDateTime, PyDict, PyString, PyTimeAccess, PyTzInfo, PyTzInfoAccess,
+};
 
 use super::errors::{py_result, to_py};
 use crate::domain::{
@@ -19,14 +22,40 @@ fn now() -> f64 {
         .unwrap_or(0.0)
 }
 
-/// Reads attribute `$name` of `$obj` as `$t`; a wrong type is an `OrderError` naming the field.
-/// Names are interned once, so reading an order allocates no attribute-name strings.
-macro_rules! attr {
-    ($obj:expr, $name:literal) => {{
-        let obj = $obj;
-        obj.getattr(intern!(obj.py(), $name))?
+/// The fields of an order object: looked up in its instance `__dict__` when it has one (a
+/// pydantic model keeps its fields there; a dict lookup is cheaper than attribute access),
+/// else read as attributes.
+struct Fields<'a, 'py> {
+    obj: &'a Bound<'py, PyAny>,
+    dict: Option<Bound<'py, PyDict>>,
+}
+
+impl<'a, 'py> Fields<'a, 'py> {
+    fn of(obj: &'a Bound<'py, PyAny>) -> Self {
+        let dict = obj
+            .getattr(intern!(obj.py(), "__dict__"))
+            .ok()
+            .and_then(|d| d.downcast_into::<PyDict>().ok());
+        Fields { obj, dict }
+    }
+
+    fn get(&self, name: &Bound<'py, PyString>) -> PyResult<Bound<'py, PyAny>> {
+        if let Some(v) = self.dict.as_ref().map(|d| d.get_item(name)).transpose()?.flatten() {
+            return Ok(v);
+        }
+        self.obj.getattr(name)
+    }
+}
+
+/// Reads field `$name` of `$fields` as the type asked for; a wrong type is an `OrderError`
+/// naming the field. Names are interned once, so reading an order allocates no name strings.
+macro_rules! field {
+    ($fields:expr, $name:literal) => {{
+        let f = &$fields;
+        let py = f.obj.py();
+        f.get(intern!(py, $name))?
             .extract()
-            .map_err(|e| to_py(obj.py(), CoreError::order(format!("{}: {e}", $name)).at([$name])))
+            .map_err(|e| to_py(py, CoreError::order(format!("{}: {e}", $name)).at([$name])))
     }};
 }
 
@@ -41,24 +70,59 @@ fn quantity_arg(obj: &Bound<'_, PyAny>) -> PyResult<i64> {
     })
 }
 
+/// `dt.timestamp()`: seconds since the epoch. A `datetime.datetime` in UTC is read from its
+/// fields, with the arithmetic of `datetime.timestamp` (whole microseconds since the epoch,
+/// divided by 10^6, exact below 2^53 µs); any other object is asked.
+fn timestamp(dt: &Bound<'_, PyAny>) -> PyResult<f64> {
+    let py = dt.py();
+    if let Ok(d) = dt.downcast_exact::<PyDateTime>() {
+        let utc = PyTzInfo::utc(py)?;
+        if d.get_tzinfo().is_some_and(|tz| tz.is(&*utc)) {
+            let days = days_since_epoch(d.get_year(), d.get_month(), d.get_day());
+            let secs = days * 86_400
+                + i64::from(d.get_hour()) * 3_600
+                + i64::from(d.get_minute()) * 60
+                + i64::from(d.get_second());
+            let us = secs * 1_000_000 + i64::from(d.get_microsecond());
+            if us.unsigned_abs() < 1 << f64::MANTISSA_DIGITS {
+                return Ok(us as f64 / 1e6);
+            }
+        }
+    }
+    dt.call_method0(intern!(py, "timestamp"))?.extract()
+}
+
+/// Days from 1970-01-01 to a date of the proleptic Gregorian calendar (as `date.toordinal`).
+fn days_since_epoch(year: i32, month: u8, day: u8) -> i64 {
+    const BEFORE_MONTH: [i64; 12] = [0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334];
+    let y = i64::from(year) - 1;
+    let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+    let before_year = y * 365 + y / 4 - y / 100 + y / 400;
+    let before_month = BEFORE_MONTH[usize::from(month) - 1] + i64::from(leap && month > 2);
+    let ordinal = before_year + before_month + i64::from(day);
+    // date(1970, 1, 1).toordinal()
+    ordinal - 719_163
+}
+
 /// Reads a block order from any object with the attributes of `mats.models.BlockOrder`.
 fn read_order(obj: &Bound<'_, PyAny>) -> PyResult<BlockOrder> {
     let py = obj.py();
-    let side: String = attr!(obj, "side")?;
-    let method: String = attr!(obj, "method")?;
+    let f = Fields::of(obj);
+    // enum values are read in place (str subclasses), not copied
+    let side: PyBackedStr = field!(f, "side")?;
+    let method: PyBackedStr = field!(f, "method")?;
     let method = py_result(py, AllocationMethod::parse(&method))?;
-    let policy: String = attr!(obj, "on_lot_failure")?;
-    let ts_obj = obj.getattr(intern!(py, "reference_time"))?;
-    let reference_ts: f64 = ts_obj.call_method0(intern!(py, "timestamp"))?.extract()?;
+    let policy: PyBackedStr = field!(f, "on_lot_failure")?;
+    let reference_ts = timestamp(&f.get(intern!(py, "reference_time"))?)?;
     let param_field = match method {
-        AllocationMethod::Ratios => Some("ratios"),
-        AllocationMethod::Percent => Some("percents"),
-        AllocationMethod::Shares => Some("shares"),
+        AllocationMethod::Ratios => Some(("ratios", intern!(py, "ratios"))),
+        AllocationMethod::Percent => Some(("percents", intern!(py, "percents"))),
+        AllocationMethod::Shares => Some(("shares", intern!(py, "shares"))),
         _ => None,
     };
     let params = match param_field {
-        Some(name) => {
-            let v = obj.getattr(name)?;
+        Some((name, key)) => {
+            let v = f.get(key)?;
             if v.is_none() {
                 None
             } else {
@@ -75,19 +139,19 @@ fn read_order(obj: &Bound<'_, PyAny>) -> PyResult<BlockOrder> {
         None => None,
     };
     Ok(BlockOrder {
-        order_id: attr!(obj, "order_id")?,
-        journey_id: attr!(obj, "journey_id")?,
-        strategy: attr!(obj, "strategy")?,
-        symbol: attr!(obj, "symbol")?,
+        order_id: field!(f, "order_id")?,
+        journey_id: field!(f, "journey_id")?,
+        strategy: field!(f, "strategy")?,
+        symbol: field!(f, "symbol")?,
         side: py_result(py, Side::parse(&side))?,
-        quantity: attr!(obj, "quantity")?,
-        target_weight_pct: attr!(obj, "target_weight_pct")?,
-        limit_price: attr!(obj, "limit_price")?,
-        reference_price: attr!(obj, "reference_price")?,
+        quantity: field!(f, "quantity")?,
+        target_weight_pct: field!(f, "target_weight_pct")?,
+        limit_price: field!(f, "limit_price")?,
+        reference_price: field!(f, "reference_price")?,
         reference_ts,
         method,
         params,
-        accounts: attr!(obj, "accounts")?,
+        accounts: field!(f, "accounts")?,
         on_lot_failure: py_result(py, LotFailurePolicy::parse(&policy))?,
     })
 }
