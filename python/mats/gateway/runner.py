@@ -441,6 +441,8 @@ class Gateway:
         from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
         self._loop = asyncio.get_running_loop()
+        # its own order topic, as the table has it, when no one made it yet
+        await kafka.ensure_topics(self.bootstrap, [kafka.gateway_topic(self.name)])
         servers = self.bootstrap.split(",")
         self._producer = AIOKafkaProducer(bootstrap_servers=servers, acks="all",
                                           enable_idempotence=True, linger_ms=1,

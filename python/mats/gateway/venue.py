@@ -4,9 +4,9 @@
 either wire. Each symbol has a price path, a random walk from its start price driven by one
 seeded generator (``seed``): the same seed and the same calls give the same reports. At each
 :meth:`Venue.tick` the path moves one step and every *marketable* open order (a market order,
-a buy limit at or above the price, a sell limit at or below it) fills a slice of what it has
-left (``fill_fraction`` of its quantity, at least one share) at a price around the path, never through
-its limit. A limit order that is not marketable rests until the path reaches it. Symbols in
+a buy limit at or above the price, a sell limit at or below it) fills a slice (``fill_fraction``
+of its quantity, at least one share, at most what it has left) at a price around the path, never
+through its limit. A limit order that is not marketable rests until the path reaches it. Symbols in
 ``reject_symbols`` are refused, as is a ClOrdID used before. Cancels and replaces are honoured
 while the order is open (a replace may not go below what is already filled).
 
