@@ -14,17 +14,32 @@ and iteration never depends on set or hash order: a seed always gives the same f
 from __future__ import annotations
 
 import random
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import polars as pl
 
+from mats.batch.eod import EodInputs
+from mats.batch.eod_tables import (
+    BENCHMARK,
+    BLOCKS,
+    EXECUTIONS,
+    FILLS,
+    HISTORY,
+    HOLDINGS,
+    LOTS,
+    MARKET,
+    STATEMENT,
+    TARGETS,
+)
 from mats.batch.sod import CASH, DIVIDENDS, OPEN_ORDERS, POSITIONS, PRICES, TRANSFERS, SodInputs
 from mats.batch.tables import Table
 from mats.models import Book
 
-__all__ = ["SEED", "business_days_before", "write_sod_inputs", "write_table"]
+__all__ = ["SEED", "business_days_before", "write_eod_inputs", "write_sod_inputs",
+           "write_table"]
 
 SEED = 20250613
 
@@ -138,3 +153,140 @@ def write_sod_inputs(book: Book, as_of: date, folder: str | Path,
         open_orders=str(write_table(pl.DataFrame(orders, schema=OPEN_ORDERS.schema),
                                     OPEN_ORDERS, out, fmt)),
     )
+
+
+def write_eod_inputs(book: Book, trade_date: date, folder: str | Path, seed: int = SEED,
+                     n_blocks: int = 40, history_days: int = 520,
+                     plant_breaks: bool = True) -> EodInputs:
+    """Write one trading day's end-of-day inputs over ``book`` into ``folder``; their paths.
+
+    Blocks follow the book's strategies; each block's lots go to accounts that follow its
+    strategy, worked per broker gateway, part-filled or filled. Returns follow a one-factor
+    model (beta to a market factor, a sector factor, noise). With ``plant_breaks`` the broker
+    statement differs from our executions in four places: one execution missing from it, one
+    it has that we lack, one quantity and one price.
+    """
+    rng = np.random.default_rng(seed)
+    out = Path(folder)
+    instruments = [i for i in book.instruments if i.symbol in book.prices]
+    symbols = [i.symbol for i in instruments]
+    prev = {s: book.prices[s] for s in symbols}
+    sectors = sorted({i.sector for i in instruments})
+    # return history: market factor, sector factors, idiosyncratic noise
+    days: list[date] = []
+    d = trade_date
+    for _ in range(history_days):
+        days.append(d)
+        d = business_days_before(d, 1)
+    days.reverse()
+    mkt = rng.standard_t(5, history_days) * 0.008
+    sec = {s: rng.normal(0, 0.006, history_days) for s in sectors}
+    rets = np.column_stack([i.beta * mkt + sec[i.sector] + rng.normal(0, 0.012, history_days)
+                            for i in instruments])
+    history = pl.DataFrame({"date": np.repeat(np.array(days, dtype="datetime64[D]"),
+                                              len(symbols)),
+                            "symbol": symbols * history_days,
+                            "ret": rets.reshape(-1)}).with_columns(pl.col("date").cast(pl.Date))
+    today = dict(zip(symbols, rets[-1], strict=True))
+    market = pl.DataFrame({"symbol": symbols, "prev_close": [prev[s] for s in symbols],
+                           "close": [round(prev[s] * (1 + today[s]), 2) for s in symbols]})
+    close = dict(zip(market["symbol"], market["close"], strict=True))
+    benchmark = pl.DataFrame({"symbol": symbols,
+                              "weight": np.round(rng.lognormal(0, 1, len(symbols)), 6)})
+    holdings = pl.DataFrame(
+        [{"account_id": a.account_id, "symbol": s, "quantity": q}
+         for a in book.accounts for s, q in a.positions.items() if q != 0],
+        schema=HOLDINGS.schema)
+    targets = []
+    for a in book.accounts:
+        mv = {s: q * prev[s] / a.net_liq for s, q in a.positions.items() if q > 0}
+        total = sum(mv.values())
+        scale = 0.97 / total if total > 0.97 else 1.0
+        for s, w in mv.items():
+            targets.append({"account_id": a.account_id, "symbol": s,
+                            "weight": round(w * scale * float(rng.uniform(0.9, 1.1)), 6)})
+    lot = {i.symbol: i.lot_size for i in instruments}
+    followers: dict[str, list[str]] = {}
+    for a in book.accounts:
+        for s in a.strategies:
+            followers.setdefault(s, []).append(a.account_id)
+    broker = {a.account_id: a.broker for a in book.accounts}
+    methods = ("net_liq", "available_equity", "equal", "ratios", "target_weight")
+    blocks, lots, execs, fills = [], [], [], []
+    open_utc = datetime(trade_date.year, trade_date.month, trade_date.day, 13, 30, tzinfo=UTC)
+    for b in range(n_blocks):
+        strategy = sorted(followers)[b % len(followers)]
+        sym = symbols[int(rng.integers(len(symbols)))]
+        side = "buy" if rng.random() < 0.6 else "sell"
+        sign = 1 if side == "buy" else -1
+        order_id = f"{strategy[:3].upper()}-{b + 1:04d}"
+        decided = open_utc + timedelta(minutes=float(rng.uniform(0, 380)))
+        arrived = decided + timedelta(seconds=float(rng.uniform(1, 90)))
+        p_d = round(prev[sym] * (1 + rng.normal(0, 0.004)), 2)
+        p_a = round(p_d * (1 + rng.normal(0, 0.0008)), 2)
+        members = list(rng.choice(followers[strategy], size=min(
+            len(followers[strategy]), int(rng.integers(3, 12))), replace=False))
+        alloc = {a: int(rng.integers(1, 30)) * lot[sym] * (1 if lot[sym] > 1 else 10)
+                 for a in sorted(members)}
+        fill_frac = 1.0 if rng.random() < 0.4 else float(rng.uniform(0.3, 0.95))
+        exec_notional = 0.0
+        exec_qty = 0
+        for gw in sorted({broker[a] for a in alloc}):
+            accts = [a for a in alloc if broker[a] == gw]
+            want = int(sum(alloc[a] for a in accts) * fill_frac) // lot[sym] * lot[sym]
+            got = {a: 0 for a in accts}
+            n_exec = int(rng.integers(1, 5))
+            left = want
+            for k in range(n_exec):
+                q = left if k == n_exec - 1 else (int(left * rng.uniform(0.2, 0.6))
+                                                 // lot[sym] * lot[sym])
+                if q <= 0:
+                    continue
+                left -= q
+                px = round(p_a * (1 + sign * abs(rng.normal(0.0004, 0.0008))), 2)
+                exec_id = f"{gw}-{order_id}-{k + 1}"
+                execs.append({"exec_id": exec_id, "order_id": order_id, "gateway": gw,
+                              "symbol": sym, "side": side, "quantity": q, "price": px,
+                              "fee": round(q * 0.0035, 2),
+                              "exec_time": arrived + timedelta(minutes=5 * (k + 1))})
+                exec_notional += q * px
+                exec_qty += q
+                # split by remaining allocation, largest remainder
+                room = {a: alloc[a] - got[a] for a in accts}
+                total = sum(room.values())
+                share = {a: int(q * room[a] // total) for a in accts}
+                rest = int(q - sum(share.values()))
+                for a in sorted(accts, key=lambda a: -(q * room[a] % total))[:rest]:
+                    share[a] += 1
+                for a in accts:
+                    if share[a]:
+                        got[a] += share[a]
+                        fills.append({"exec_id": exec_id, "order_id": order_id,
+                                      "account_id": a, "quantity": share[a]})
+            lots += [{"order_id": order_id, "account_id": a, "gateway": gw,
+                      "allocated": alloc[a]} for a in accts]
+        vwap = (exec_notional / exec_qty if exec_qty else p_a) * (1 + rng.normal(0, 0.0003))
+        blocks.append({"order_id": order_id, "strategy": strategy,
+                       "allocator": methods[b % len(methods)], "symbol": sym, "side": side,
+                       "decision_time": decided, "decision_price": p_d,
+                       "arrival_time": arrived, "arrival_price": p_a,
+                       "vwap": round(vwap, 4), "close_price": close[sym]})
+    executions = pl.DataFrame(execs, schema=EXECUTIONS.schema)
+    statement = executions.drop("exec_time")
+    if plant_breaks and statement.height >= 4:
+        statement = statement.with_columns(
+            pl.when(pl.int_range(pl.len()) == 1).then(pl.col("quantity") - lot.get(
+                statement["symbol"][1], 1)).otherwise(pl.col("quantity")).alias("quantity"),
+            pl.when(pl.int_range(pl.len()) == 2).then(pl.col("price") + 0.05)
+            .otherwise(pl.col("price")).alias("price"))
+        statement = pl.concat([statement.slice(1), pl.DataFrame([{
+            **statement.row(0, named=True), "exec_id": "UNBOOKED-1"}],
+            schema=statement.schema)])
+    tables: list[tuple[pl.DataFrame, Table]] = [
+        (pl.DataFrame(blocks, schema=BLOCKS.schema), BLOCKS),
+        (pl.DataFrame(lots, schema=LOTS.schema), LOTS), (executions, EXECUTIONS),
+        (pl.DataFrame(fills, schema=FILLS.schema), FILLS), (statement, STATEMENT),
+        (market, MARKET), (holdings, HOLDINGS), (benchmark, BENCHMARK),
+        (pl.DataFrame(targets, schema=TARGETS.schema), TARGETS), (history, HISTORY)]
+    paths = {t.name: str(write_table(f, t, out, "parquet")) for f, t in tables}
+    return EodInputs(**paths)
