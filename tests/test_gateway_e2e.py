@@ -438,3 +438,104 @@ def test_unknown_ids_and_out_of_order_reports_are_alerted_not_fatal(
         bus.wait(lambda: any(s.last_error for s in bus.status("fixr")), "error status", watch)
     finally:
         acceptor.stop()
+
+
+def test_restart_reconciles_orders_it_may_not_have_sent(procs: Procs, bus: Bus,
+                                                        tmp_path: Path) -> None:
+    """A gateway that died between recording an order and sending it asks before sending."""
+    from mats.gateway.journal import Journal
+
+    port = free_port()
+    procs.sim(port, "sim")
+    cfg = write_config(tmp_path / "g.yaml", {"fixp": {"protocol": "fix", "port": port}},
+                       procs.broker)
+    gw = procs.gateway("fixp", cfg)
+    sent = child(1, "fixp", tag="p")
+    bus.send("fixp", sent)
+    bus.wait(lambda: bus.filled(sent.child_order_id) == 500, "the first fill",
+             [(gw, tmp_path / "gw-fixp.log")])
+    seq_before = max(s.next_sender_seq or 0 for s in bus.status("fixp"))
+    gw.send_signal(signal.SIGKILL)
+    gw.wait(timeout=30)
+    # as if it had died mid-send: the sent order is "pending" again, and one more is
+    # recorded but never reached the broker
+    journal = Journal(tmp_path / "gw-fixp" / "journal.sqlite", "fixp")
+    never = child(2, "fixp", tag="p")
+    journal.add_orders([never])
+    journal.close()
+    db = sqlite3.connect(tmp_path / "gw-fixp" / "journal.sqlite")
+    with db:
+        db.execute("UPDATE orders SET state = 'pending' WHERE child_order_id = ?",
+                   (sent.child_order_id,))
+    db.close()
+    gw2 = procs.gateway("fixp", cfg)
+    bus.wait(lambda: bus.filled(never.child_order_id) == 500, "the unsent order's fill",
+             [(gw2, tmp_path / "gw-fixp.log")])
+    assert sorted(sim_orders(tmp_path / "sim")) == sorted([sent.child_order_id,
+                                                           never.child_order_id])
+    assert not any(r.exec_type == "rejected" for r in bus.reports("fixp"))
+    # sequence numbers went on from where they were: the FileStore survived the SIGKILL
+    after = [s.next_sender_seq or 0 for s in bus.status("fixp") if s.pid == gw2.pid]
+    assert after and min(a for a in after if a) >= seq_before
+
+
+def test_cancel_on_disconnect_policy(procs: Procs, bus: Bus, tmp_path: Path) -> None:
+    port = free_port()
+    sim = procs.sim(port, "sim")
+    cfg = write_config(tmp_path / "g.yaml", {"fixc": {"protocol": "fix", "port": port,
+                                                      "cancel_on_disconnect": True}},
+                       procs.broker)
+    gw = procs.gateway("fixc", cfg)
+    watch = [(gw, tmp_path / "gw-fixc.log")]
+    resting = child(1, "fixc", limit=1.0, tag="c")
+    bus.send("fixc", resting)
+    bus.wait(lambda: any(r.exec_type == "new" for r in bus.reports("fixc")), "the ack", watch)
+    sim.send_signal(signal.SIGKILL)
+    sim.wait(timeout=30)
+    procs.sim(port, "sim")
+    bus.wait(lambda: any(r.exec_type == "cancelled" and r.child_order_id ==
+                         resting.child_order_id for r in bus.reports("fixc")),
+             "the cancel after reconnecting", watch)
+    bus.wait(lambda: any(s.open_orders == 0 and s.reconnects >= 1 for s in bus.status("fixc")),
+             "no open order left", watch)
+
+
+def test_broker_cancel_on_disconnect_reaches_the_gateway_on_logon(procs: Procs, bus: Bus,
+                                                                  tmp_path: Path) -> None:
+    port = free_port()
+    procs.sim(port, "sim", "--cancel-on-disconnect")
+    cfg = write_config(tmp_path / "g.yaml", {"fixb": {"protocol": "fix", "port": port}},
+                       procs.broker)
+    gw = procs.gateway("fixb", cfg)
+    resting = child(1, "fixb", limit=1.0, tag="b")
+    bus.send("fixb", resting)
+    bus.wait(lambda: any(r.exec_type == "new" for r in bus.reports("fixb")), "the ack",
+             [(gw, tmp_path / "gw-fixb.log")])
+    gw.send_signal(signal.SIGKILL)
+    gw.wait(timeout=30)
+    gw2 = procs.gateway("fixb", cfg)
+    bus.wait(lambda: any(r.exec_type == "cancelled" for r in bus.reports("fixb")),
+             "the broker's cancel", [(gw2, tmp_path / "gw-fixb.log")])
+
+
+def test_http_gateway_cancels_and_replaces(procs: Procs, bus: Bus, tmp_path: Path) -> None:
+    port = free_port()
+    procs.sim(port, "hsim", "--protocol", "http", "--reject-symbols", "BAD")
+    cfg = write_config(tmp_path / "g.yaml", {"httpc": {"protocol": "http", "port": port}},
+                       procs.broker)
+    gw = procs.gateway("httpc", cfg)
+    watch = [(gw, tmp_path / "gw-httpc.log")]
+    a, b = child(1, "httpc", limit=1.0, tag="hc"), child(2, "httpc", limit=1.0, tag="hc")
+    bad = child(3, "httpc", symbol="BAD", tag="hc")
+    bus.send("httpc", a, b, bad)
+    bus.wait(lambda: len([r for r in bus.reports("httpc") if r.exec_type in
+                          ("new", "rejected")]) == 3, "acks", watch)
+    bus.send("httpc", cancel(a, "x1"), replace(b, "y1", 300, 1000.0))
+    bus.wait(lambda: bus.filled(b.child_order_id) == 300, "the replaced order's fills", watch)
+    bus.wait(lambda: any(r.exec_type == "cancelled" for r in bus.reports("httpc")), "cancel",
+             watch)
+    kinds = {(r.child_order_id, r.exec_type) for r in bus.reports("httpc")}
+    assert (bad.child_order_id, "rejected") in kinds
+    assert (b.child_order_id, "replaced") in kinds
+    bus.wait(lambda: any(s.protocol == "http" and s.state == "logged_on"
+                         for s in bus.status("httpc")), "status", watch)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -226,3 +227,39 @@ def test_cli_refuses_bad_input_with_one_line(argv: list[str], tmp_path: Path,
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err and "\n" not in err and "Traceback" not in err
+
+
+def test_simulator_drops_a_resent_order_it_already_has(tmp_path: Path) -> None:
+    """PossDup: a NewOrderSingle sent again by a FIX resend is not a second order."""
+    pytest.importorskip("quickfix")
+    from mats import kafka
+    from mats.gateway import fixwire
+    from mats.gateway.simulator import FixSimulator, SimulatorConfig
+
+    sim = FixSimulator(SimulatorConfig(protocol="fix", port=kafka.free_port("127.0.0.1"),
+                                       run_dir=tmp_path / "sim", venue=VenueConfig()))
+    sim.engine.start()
+    try:
+        first = fixwire.new_order_single("C1", "AAPL", "buy", 100, 1.0)
+        again = fixwire.new_order_single("C1", "AAPL", "buy", 100, 1.0)
+        again.getHeader().setField(43, "Y")
+        fresh = fixwire.new_order_single("C2", "AAPL", "buy", 100, 1.0)
+        fresh.getHeader().setField(43, "Y")  # resent, but never arrived before: taken
+        for m in (first, again, fresh):
+            sim.on_request("D", m, "s")
+        deadline = time.monotonic() + 30
+        while len(sim.engine.venue.open_orders()) < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        sim.engine.submit(lambda v: [], delay=False)
+        # a plain duplicate (no PossDup) is refused as such
+        sim.on_request("D", fixwire.new_order_single("C1", "AAPL", "buy", 100, 1.0), "s")
+        while len(sim._store.unsent()) < 3:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+    finally:
+        sim.engine.stop()
+    kinds = [(m.cl_ord_id, m.exec_type, m.text) for _, _, m in sim._store.unsent()
+             if isinstance(m, BrokerReport)]
+    assert kinds == [("C1", "0", ""), ("C2", "0", ""), ("C1", "8", "duplicate ClOrdID C1")]
+    assert sorted(o.cl_ord_id for o in sim.engine.venue.open_orders()) == ["C1", "C2"]

@@ -70,8 +70,9 @@ class FixConnector:
     """A FIX 4.4 initiator session on QuickFIX (FileStore under the gateway's run folder).
 
     QuickFIX reconnects on its own every second while the session is enabled; the back-off is
-    made by disabling the session after a lost connection and enabling it again after the
-    wait (``reconnect_initial_s``, doubling up to ``reconnect_max_s``, reset on logon).
+    made by disabling the session after a lost connection and enabling it for one attempt
+    after each wait (``reconnect_initial_s``, doubling up to ``reconnect_max_s``; a new loss
+    starts again from the first wait).
     """
 
     def __init__(self, config: GatewayConfig, run_dir: Path, sink: Sink) -> None:
@@ -82,8 +83,9 @@ class FixConnector:
         self._sid: Any = None
         self._initiator: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._backoff = config.reconnect_initial_s
-        self._retry: asyncio.TimerHandle | None = None
+        self._retry: asyncio.Task[None] | None = None
+        self._logged_on = False
+        self.reconnect_attempts = 0
         self._seq_to_cl: dict[int, str] = {}
         self.logons = 0
 
@@ -91,35 +93,44 @@ class FixConnector:
 
     def _on_logon(self) -> None:
         self.logons += 1
-        self._backoff = self.config.reconnect_initial_s
+        self._logged_on = True
         self._sink.session_state(SessionState.LOGGED_ON)
 
     def _on_logout(self) -> None:
+        self._logged_on = False
         if self.state is SessionState.STOPPED:
             return
-        wait = self._backoff
-        self._backoff = min(self._backoff * 2, self.config.reconnect_max_s)
         self._sink.session_state(SessionState.RECONNECTING,
-                                 f"session to {self.config.host}:{self.config.port} lost or "
-                                 f"refused; next attempt in {wait:g}s")
-        if self._loop is not None and self._sid is not None:
-            self._loop.call_soon_threadsafe(self._hold_off, wait)
+                                 f"session to {self.config.host}:{self.config.port} lost")
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._start_backoff)
 
-    def _hold_off(self, wait: float) -> None:
-        session = fixwire.quickfix().Session.lookupSession(self._sid)
-        if session is None or self.state is SessionState.STOPPED:
-            return
-        session.logout()  # disabled: QuickFIX stops its one-second reconnect loop
-        if self._retry is not None:
-            self._retry.cancel()
-        assert self._loop is not None
-        self._retry = self._loop.call_later(wait, self._enable)
+    def _stopped(self) -> bool:
+        return self.state is SessionState.STOPPED
 
-    def _enable(self) -> None:
-        self._retry = None
-        session = fixwire.quickfix().Session.lookupSession(self._sid)
-        if session is not None and self.state is not SessionState.STOPPED:
-            session.logon()
+    def _start_backoff(self) -> None:
+        if self._retry is None or self._retry.done():
+            self._retry = asyncio.get_running_loop().create_task(self._reconnect())
+
+    async def _reconnect(self) -> None:
+        """Wait, enable the session for one connection attempt, and double the wait."""
+        fix = fixwire.quickfix()
+        wait = self.config.reconnect_initial_s
+        while not self._stopped() and not self._logged_on:
+            session = fix.Session.lookupSession(self._sid)
+            if session is None:
+                return
+            session.logout()  # disabled: QuickFIX's own one-second retry stops
+            await asyncio.sleep(wait)
+            if self._stopped() or self._logged_on:
+                return
+            session.logon()  # enabled: QuickFIX connects at its next check (~1 s)
+            for _ in range(30):  # up to 3 s for the connection and the logon
+                await asyncio.sleep(0.1)
+                if self._logged_on:
+                    return
+            wait = min(wait * 2, self.config.reconnect_max_s)
+            self.reconnect_attempts += 1
 
     def _from_app(self, m: Any) -> None:
         kind = fixwire.msg_type(m)
@@ -193,6 +204,8 @@ class FixConnector:
         self.state = SessionState.STOPPED
         if self._retry is not None:
             self._retry.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._retry
         if self._initiator is not None:
             await asyncio.to_thread(self._initiator.stop)
 
