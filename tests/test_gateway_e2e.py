@@ -539,3 +539,83 @@ def test_http_gateway_cancels_and_replaces(procs: Procs, bus: Bus, tmp_path: Pat
     assert (b.child_order_id, "replaced") in kinds
     bus.wait(lambda: any(s.protocol == "http" and s.state == "logged_on"
                          for s in bus.status("httpc")), "status", watch)
+
+
+# ------------------------------------------------------------------------------ QuickFIX/J
+
+
+def _executor_jars() -> Path:
+    """QuickFIX/J's Executor example and its dependencies (infra/fix/pom.xml), via Maven."""
+    import shutil
+
+    lib = REPO / "infra" / "fix" / "lib"
+    if not any(lib.glob("quickfixj-examples-executor-*.jar")):
+        if shutil.which("mvn") is None or shutil.which("java") is None:
+            pytest.skip("the QuickFIX/J Executor needs Java and Maven")
+        done = subprocess.run(["mvn", "-q", "-B", "-f", str(REPO / "infra" / "fix" / "pom.xml"),
+                               "dependency:copy-dependencies", f"-DoutputDirectory={lib}"],
+                              capture_output=True, text=True, check=False, timeout=600)
+        assert done.returncode == 0, f"mvn failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}"
+    return lib
+
+
+def test_interoperates_with_quickfixj_executor(procs: Procs, bus: Bus, tmp_path: Path) -> None:
+    """QuickFIX/J's Executor example, a FIX 4.4 acceptor MATS did not write.
+
+    It acknowledges and fills with ExecType 2, which FIX 4.4 does not have (it has F): a
+    gateway that validates strictly refuses those reports (session reject, alerted) and one
+    told to accept that value from this broker books them. It knows no OrderCancelRequest:
+    the cancel comes back as a business reject.
+    """
+    lib = _executor_jars()
+    port = free_port()
+    cfg_text = "\n".join([
+        "[default]", f"FileStorePath={tmp_path / 'qfj-store'}", "ConnectionType=acceptor",
+        "StartTime=00:00:00", "EndTime=00:00:00", "HeartBtInt=30", "ValidOrderTypes=1,2",
+        "SenderCompID=EXEC", "UseDataDictionary=Y", "DefaultMarketPrice=12.30",
+        "SocketAcceptAddress=127.0.0.1", f"SocketAcceptPort={port}", "",
+        "[session]", "BeginString=FIX.4.4", "TargetCompID=STRICT", "",
+        "[session]", "BeginString=FIX.4.4", "TargetCompID=LENIENT", ""])
+    (tmp_path / "executor.cfg").write_text(cfg_text, encoding="utf-8")
+    log = tmp_path / "executor.log"
+    with log.open("wb") as out:
+        executor = subprocess.Popen(  # it runs until its standard input says enter
+            ["java", "-cp", f"{lib}/*", "quickfix.examples.executor.Executor",
+             str(tmp_path / "executor.cfg")], stdin=subprocess.PIPE, stdout=out,
+            stderr=subprocess.STDOUT, cwd=tmp_path)
+    try:
+        wait_for(lambda: "Listening for connections" in log.read_text(errors="replace"),
+                 "the Executor to listen", executor, log)
+        cfg = write_config(tmp_path / "g.yaml", {
+            "qfjs": {"protocol": "fix", "port": port, "sender_comp_id": "STRICT",
+                     "target_comp_id": "EXEC"},
+            "qfjl": {"protocol": "fix", "port": port, "sender_comp_id": "LENIENT",
+                     "target_comp_id": "EXEC", "accept_values": {"150": ["1", "2"]}}},
+            procs.broker)
+        strict = procs.gateway("qfjs", cfg)
+        lenient = procs.gateway("qfjl", cfg)
+        watch = [(strict, tmp_path / "gw-qfjs.log"), (lenient, tmp_path / "gw-qfjl.log"),
+                 (executor, log)]
+        bus.send("qfjs", child(1, "qfjs", qty=100, symbol="IBM", tag="q"))
+        bus.wait(lambda: any("tag 150" in a for a in bus.alerts()), "the strict refusal", watch)
+        market = child(2, "qfjl", qty=100, symbol="IBM", tag="q")
+        limit = child(3, "qfjl", qty=100, symbol="IBM", limit=12.5, tag="q")
+        bus.send("qfjl", market, limit)
+        bus.wait(lambda: bus.filled(market.child_order_id) == 100
+                 and bus.filled(limit.child_order_id) == 100, "the Executor's fills", watch)
+        fills = [r for r in bus.reports("qfjl") if r.is_fill]
+        assert {r.last_px for r in fills} == {12.3}
+        assert {r.exec_type for r in bus.reports("qfjl")} == {"new", "fill"}
+        assert not bus.reports("qfjs")
+        resting = child(4, "qfjl", qty=100, symbol="IBM", limit=10.0, tag="q")
+        bus.send("qfjl", resting)
+        bus.wait(lambda: any(r.child_order_id == resting.child_order_id
+                             for r in bus.reports("qfjl")), "the ack", watch)
+        bus.send("qfjl", cancel(resting, "c1"))
+        bus.wait(lambda: any("business reject" in a for a in bus.alerts()),
+                 "the business reject", watch)
+    finally:
+        executor.kill()
+        executor.wait(timeout=30)
+        if executor.stdin is not None:
+            executor.stdin.close()

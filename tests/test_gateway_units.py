@@ -263,3 +263,33 @@ def test_simulator_drops_a_resent_order_it_already_has(tmp_path: Path) -> None:
              if isinstance(m, BrokerReport)]
     assert kinds == [("C1", "0", ""), ("C2", "0", ""), ("C1", "8", "duplicate ClOrdID C1")]
     assert sorted(o.cl_ord_id for o in sim.engine.venue.open_orders()) == ["C1", "C2"]
+
+
+def test_legacy_exec_types_read_by_what_they_carry() -> None:
+    from mats.gateway.models import exec_type_of
+
+    ack = _report("E1", "C", "2", "0", 0)  # a pre-4.4 "fill" with no shares: an ack
+    fill = _report("E2", "C", "2", "2", 1000, 1000)
+    part = _report("E3", "C", "F", "1", 400, 400)
+    assert [exec_type_of(r) for r in (ack, fill, part)] == [
+        ExecType.NEW, ExecType.FILL, ExecType.PARTIAL_FILL]
+    assert exec_type_of(_report("E4", "C", "I", "0", 0)) is None
+
+
+def test_patched_dictionary_accepts_only_the_named_values(tmp_path: Path) -> None:
+    pytest.importorskip("quickfix")
+    from xml.etree import ElementTree
+
+    from mats.gateway import fixwire
+
+    base = fixwire.dictionary_path()
+    out = fixwire.patched_dictionary(base, {150: ["1", "2"]}, tmp_path / "FIX44.xml")
+    field = next(f for f in ElementTree.parse(out).getroot().iter("field")
+                 if f.get("number") == "150")
+    enums = {v.get("enum") for v in field.iter("value")}
+    assert {"1", "2", "F", "0"} <= enums
+    original = next(f for f in ElementTree.parse(base).getroot().iter("field")
+                    if f.get("number") == "150")
+    assert "2" not in {v.get("enum") for v in original.iter("value")}
+    with pytest.raises(fixwire.FixUnavailable, match="tag 99999"):
+        fixwire.patched_dictionary(base, {99999: ["x"]}, tmp_path / "bad.xml")

@@ -25,6 +25,8 @@ __all__ = ["Connector", "FixConnector", "HttpConnector", "Sink", "make_connector
 
 log = logging.getLogger("mats.gateway")
 
+REF_TAG_ID = 371
+
 
 class Sink(Protocol):
     """What a connector tells its gateway. Every method may be called from any thread."""
@@ -165,6 +167,13 @@ class FixConnector:
             else:
                 self._sink.problem(text)
 
+    def _to_admin(self, m: Any) -> None:
+        if fixwire.msg_type(m) == "3":  # we refuse one of the broker's messages
+            self._sink.problem(
+                f"refused the broker's message {fixwire.get(m, fixwire.REF_SEQ_NUM)} "
+                f"(type {fixwire.get(m, fixwire.REF_MSG_TYPE)}, tag "
+                f"{fixwire.get(m, REF_TAG_ID)}): {fixwire.get(m, fixwire.TEXT)}")
+
     def _to_app(self, m: Any) -> None:
         cl = fixwire.get(m, fixwire.CL_ORD_ID)
         seq = fixwire.header(m, fixwire.MSG_SEQ_NUM)
@@ -181,10 +190,15 @@ class FixConnector:
         self._loop = asyncio.get_running_loop()
         c = self.config
         self._run.mkdir(parents=True, exist_ok=True)
+        dictionary = None
+        if c.accept_values:
+            dictionary = fixwire.patched_dictionary(fixwire.dictionary_path(), c.accept_values,
+                                                    self._run / "FIX44.xml")
         text = fixwire.session_settings(
             initiator=True, sender=c.sender_comp_id, target=c.target_comp_id, host=c.host,
             port=c.port, store=self._run / "store",
-            log=self._run / "fixlog" if c.fix_log else None, heartbeat_s=c.heartbeat_s)
+            log=self._run / "fixlog" if c.fix_log else None, heartbeat_s=c.heartbeat_s,
+            dictionary=dictionary)
         cfg_file = self._run / "initiator.cfg"
         cfg_file.write_text(text, encoding="utf-8")
         settings = fix.SessionSettings(str(cfg_file))
@@ -268,7 +282,7 @@ def _initiator_app(conn: FixConnector) -> Any:
             _guard(conn, conn._on_logout)
 
         def toAdmin(self, message: Any, sid: Any) -> None:
-            pass
+            _guard(conn, conn._to_admin, message)
 
         def fromAdmin(self, message: Any, sid: Any) -> None:
             _guard(conn, conn._from_admin, message)

@@ -17,10 +17,12 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 from mats.errors import ConfigError
 from mats.gateway.models import BrokerReport
@@ -42,6 +44,7 @@ __all__ = [
     "new_order_single",
     "parse_cancel_reject",
     "parse_report",
+    "patched_dictionary",
     "quickfix",
     "replace_request",
     "session_settings",
@@ -120,6 +123,33 @@ def dictionary_path() -> Path:
             partial.write_bytes(src.read())
             partial.replace(target)
     return target
+
+
+def patched_dictionary(base: Path, accept: Mapping[int, Sequence[str]], out: Path) -> Path:
+    """A copy of the data dictionary ``base`` whose fields also accept the ``accept`` values.
+
+    For a counterparty that sends values its FIX version does not have: the deviation is
+    accepted from that session only, and every other check stays.
+
+    Raises
+    ------
+    FixUnavailable
+        A tag of ``accept`` is not a field of the dictionary.
+    """
+    tree = ElementTree.parse(base)
+    fields = {f.get("number"): f for f in tree.getroot().iter("field") if f.get("number")}
+    for tag, values in accept.items():
+        field = fields.get(str(tag))
+        if field is None:
+            raise FixUnavailable(f"accept_values: tag {tag} is not a field of {base.name}")
+        have = {v.get("enum") for v in field.iter("value")}
+        for value in values:
+            if value not in have:
+                ElementTree.SubElement(field, "value", enum=value,
+                                       description=f"ACCEPTED_{value}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tree.write(out, encoding="utf-8", xml_declaration=True)
+    return out
 
 
 def session_settings(*, initiator: bool, sender: str, target: str, host: str, port: int,

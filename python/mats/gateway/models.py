@@ -96,6 +96,11 @@ class GatewayConfig(Frozen):
     status_interval_s: Annotated[float, Field(gt=0, le=3600)] = 2.0
     account: Identifier | None = None  # FIX Account (1), when the broker wants one
     fix_log: bool = False  # every FIX message in the run folder's log (slow at high rates)
+    # values the broker sends that FIX 4.4 does not have, accepted from this broker only (its
+    # own copy of the data dictionary): {150: ["1", "2"]} for one that still sends the
+    # pre-4.4 ExecType partial fill / fill
+    accept_values: dict[int, list[Annotated[str, Field(min_length=1, max_length=8)]]] = \
+        Field(default_factory=dict)
 
 
 class GatewayStatus(Frozen):
@@ -150,8 +155,6 @@ class BrokerReport:
 _EXEC_TYPES: dict[str, ExecType] = {
     "0": ExecType.NEW, "4": ExecType.CANCELLED, "5": ExecType.REPLACED,
     "8": ExecType.REJECTED, "C": ExecType.EXPIRED, "3": ExecType.DONE_FOR_DAY,
-    # F (Trade) is 4.4's; 1 and 2 are the older partial fill and fill some brokers still send
-    "1": ExecType.PARTIAL_FILL, "2": ExecType.FILL,
 }
 _ORD_STATUSES: dict[str, OrdStatus] = {
     "0": OrdStatus.NEW, "A": OrdStatus.NEW, "1": OrdStatus.PARTIALLY_FILLED,
@@ -169,11 +172,13 @@ def ord_status_of(code: str) -> OrdStatus | None:
 def exec_type_of(report: BrokerReport) -> ExecType | None:
     """What MATS calls the event of a report; None for one it does not publish.
 
-    A FIX 4.4 Trade (``F``) is a fill when it leaves nothing open, else a partial fill.
+    A FIX 4.4 Trade (``F``) is a fill when it leaves nothing open, else a partial fill. The
+    pre-4.4 codes ``1`` and ``2`` are read the same way; sent with no shares (as some brokers
+    acknowledge an order) they mean what the order status says: ``new`` for a new order.
     """
-    if report.exec_type == "F":
+    if report.exec_type in ("F", "1", "2"):
         if report.last_qty <= 0:
-            return None
+            return ExecType.NEW if report.ord_status == "0" else None
         return ExecType.FILL if report.leaves_qty == 0 else ExecType.PARTIAL_FILL
     return _EXEC_TYPES.get(report.exec_type)
 
