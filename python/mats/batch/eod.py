@@ -37,7 +37,7 @@ from mats.batch.reallocation import reallocate
 from mats.batch.recon import BREAK_TYPES, reconcile
 from mats.batch.risk import value_at_risk
 from mats.batch.tables import ROW, read_table
-from mats.batch.tca import lot_costs, tca_by_dimension
+from mats.batch.tca import tca
 from mats.models import Book, Frozen
 
 __all__ = ["EodConfig", "EodInputs", "EodResult", "compute_eod", "load_eod_inputs", "run_eod"]
@@ -124,10 +124,8 @@ def compute_eod(book: Book, f: dict[str, pl.DataFrame], config: EodConfig,
     out["reallocation"], out["topups"] = reallocate(
         f["lots"], f["fills"], f["blocks"], accounts_frame(book), instruments,
         config.next_date or _next_business_day(config.trade_date))
-    lots = lot_costs(f["blocks"].lazy(), f["lots"].lazy(), f["executions"].lazy(),
-                     f["fills"].lazy(), config.time_zone, config.bucket_minutes).collect()
-    out["tca_lots"] = lots
-    out["tca"] = tca_by_dimension(lots.lazy())
+    out["tca_lots"], out["tca"] = tca(f["blocks"], f["lots"], f["executions"], f["fills"],
+                                      config.time_zone, config.bucket_minutes)
     sw = sector_weights(f["holdings"], f["market"], instruments, f["benchmark"])
     out["brinson"] = brinson_fachler(sw)
     firm = out["brinson"].filter(pl.col("account_id") == "FIRM")
