@@ -74,9 +74,9 @@ def bar_chart(labels: Sequence[str], values: Sequence[float], title: str, unit: 
                      f'{escape(lab)}</text>'
                      f'<rect x="{x0:.1f}" y="{y + 3}" width="{max(x1 - x0, 0.5):.1f}" '
                      f'height="{row - 6}" fill="{POS if v >= 0 else NEG}"/>'
-                     f'<text x="{x1 + 4 if v >= 0 else x0 - 4:.1f}" y="{y + 14}" '
-                     f'text-anchor="{"start" if v >= 0 else "end"}" font-size="10">'
-                     f'{_fmt(v)}{escape(unit)}</text>')
+                     # negative values are labelled right of the zero line, clear of names
+                     f'<text x="{x1 + 4 if v >= 0 else x(0.0) + 4:.1f}" y="{y + 14}" '
+                     f'font-size="10">{_fmt(v)}{escape(unit)}</text>')
     parts.append(f'<line x1="{x(0):.1f}" y1="{top - 4}" x2="{x(0):.1f}" y2="{h - 26}" '
                  'stroke="#333"/></svg>')
     return "".join(parts)
@@ -85,7 +85,7 @@ def bar_chart(labels: Sequence[str], values: Sequence[float], title: str, unit: 
 def grouped_bar_chart(categories: Sequence[str], series: dict[str, Sequence[float]],
                       title: str, unit: str = "", width: int = 720) -> str:
     """Vertical bars, one group per category, one colour per series (with a legend)."""
-    h, left, bottom, top = 300, 60, 70, 40
+    h, left, bottom, top = 300, 100, 70, 40
     vals = [v for s in series.values() for v in s] or [0.0]
     lo, hi = min(0.0, *vals), max(0.0, *vals)
     if lo == hi:
@@ -182,7 +182,8 @@ def html_table(df: pl.DataFrame, max_rows: int = 50, digits: int = 2) -> str:
             if df.height > max_rows else "")
     if df.height == 0:
         return '<p class="note">None.</p>'
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>{more}"
+    return (f'<div class="wide"><table><thead><tr>{head}</tr></thead>'
+            f"<tbody>{''.join(body)}</tbody></table></div>{more}")
 
 
 _CSS = """
@@ -196,7 +197,7 @@ td.n{text-align:right;font-variant-numeric:tabular-nums}
 .tile{border:1px solid #ddd;border-radius:6px;padding:8px 14px;min-width:150px}
 .tile b{display:block;font-size:1.4em}
 .green{color:#1e8449}.yellow{color:#b7950b}.red{color:#c0392b}.fail{color:#c0392b}
-svg{display:block;margin:10px 0;font-family:inherit}
+svg{display:block;margin:10px 0;font-family:inherit}.wide{overflow-x:auto}
 """
 
 
