@@ -61,7 +61,8 @@ pub struct Line {
     pub allocated: i64,
     /// Shares sent for this account.
     pub quantity: i64,
-    pub binding: Option<Check>,
+    /// Boxed: most lines have none, and a line stays small to move.
+    pub binding: Option<Box<Check>>,
     pub l2_breaches: Vec<Check>,
     pub status: LineStatus,
 }
@@ -116,7 +117,7 @@ struct LineOut<'a> {
     ideal: f64,
     allocated: i64,
     quantity: i64,
-    binding: &'a Option<Check>,
+    binding: &'a Option<Box<Check>>,
     l2_breaches: &'a [Check],
     status: LineStatus,
 }

@@ -26,7 +26,8 @@ pub fn floor_lots(shares: f64, lot: i64) -> i64 {
     if shares == f64::INFINITY {
         return MAX_LOTS;
     }
-    let v = shares / lot as f64 + LOT_EPS;
+    // most instruments trade in single shares, and x / 1 is x: skip the division
+    let v = if lot == 1 { shares } else { shares / lot as f64 } + LOT_EPS;
     if v < 1.0 {
         0
     } else if v >= MAX_LOTS as f64 {
@@ -61,6 +62,8 @@ pub struct Ctx {
     pub cash_account: bool,
     pub sell: bool,
     pub sector_cap_pct: Option<f64>,
+    /// `sector_cap_pct / 100` (0 without a cap).
+    pub sector_cap_frac: f64,
     /// Settled cash less pending withdrawals, reserved cash and buffer (cash accounts).
     pub funds: f64,
     /// Net liquidation less pending withdrawals and buffer (margin accounts).
@@ -74,6 +77,7 @@ pub struct Terms {
     pub restricted_symbol: bool,
     pub restricted_sector: bool,
     pub sector_cap_pct: Option<f64>,
+    pub sector_cap_frac: f64,
 }
 
 impl Terms {
@@ -82,6 +86,7 @@ impl Terms {
             restricted_symbol: m.restricted_symbols.contains(&k),
             restricted_sector: m.restricted_sectors.contains(&sector_idx),
             sector_cap_pct: m.sector_cap(sector_idx),
+            sector_cap_frac: m.sector_cap(sector_idx).map_or(0.0, |pct| pct / 100.0),
         }
     }
 }
@@ -107,7 +112,7 @@ pub fn context(book: &Book, i: usize, pos: i64, k: usize, side: Side, terms: &Te
         (0.0, 0.0)
     };
     let nav = acct.net_liq;
-    let buffer = m.cash_buffer_pct / 100.0 * nav;
+    let buffer = m.cash_buffer_frac * nav;
     Ctx {
         mandate: acct.mandate,
         pos,
@@ -123,6 +128,7 @@ pub fn context(book: &Book, i: usize, pos: i64, k: usize, side: Side, terms: &Te
         cash_account: acct.cash_account,
         sell: s < 0,
         sector_cap_pct: terms.sector_cap_pct,
+        sector_cap_frac: terms.sector_cap_frac,
         funds: acct.settled_cash - acct.pending_withdrawals - acct.reserved_cash - buffer,
         equity: nav - acct.pending_withdrawals - buffer,
         reserved_cash: acct.reserved_cash,
@@ -213,14 +219,14 @@ fn each_rule(c: &Ctx, m: &Mandate, px: f64, mut f: impl FnMut(Code, f64)) {
     if c.short_ban {
         f(Code::ShortSaleNotAllowed, 0.0);
     }
-    if let Some(pct) = m.max_position_pct {
-        f(Code::MaxPositionPct, pct / 100.0 * c.nav / px - e0f);
+    if let Some(frac) = m.max_position_frac {
+        f(Code::MaxPositionPct, frac * c.nav / px - e0f);
     }
     if let Some(max_sh) = m.max_position_shares {
         f(Code::MaxPositionShares, (max_sh - c.e0) as f64);
     }
-    if let Some(cap_pct) = c.sector_cap_pct {
-        f(Code::SectorCap, (cap_pct / 100.0 * c.nav - c.sector_other) / px - e0f);
+    if c.sector_cap_pct.is_some() {
+        f(Code::SectorCap, (c.sector_cap_frac * c.nav - c.sector_other) / px - e0f);
     }
     f(Code::GrossLeverage, (m.max_gross_leverage * c.nav - c.gross_other) / px - e0f);
     if c.cash_account {
@@ -253,7 +259,8 @@ pub fn rule_check(c: &Ctx, m: &Mandate, code: Code, px: f64, qty: f64, lot: i64)
         }
         Code::MaxPositionPct => {
             let pct = m.max_position_pct.unwrap_or(0.0);
-            (pct / 100.0 * nav / px - e0f, pct, e0f * px / nav * 100.0, px / nav * 100.0)
+            let frac = m.max_position_frac.unwrap_or(0.0);
+            (frac * nav / px - e0f, pct, e0f * px / nav * 100.0, px / nav * 100.0)
         }
         Code::MaxPositionShares => {
             let max_sh = m.max_position_shares.unwrap_or(0);
@@ -262,7 +269,7 @@ pub fn rule_check(c: &Ctx, m: &Mandate, code: Code, px: f64, qty: f64, lot: i64)
         Code::SectorCap => {
             let cap_pct = c.sector_cap_pct.unwrap_or(0.0);
             (
-                (cap_pct / 100.0 * nav - c.sector_other) / px - e0f,
+                (c.sector_cap_frac * nav - c.sector_other) / px - e0f,
                 cap_pct,
                 (c.sector_other + e0f * px) / nav * 100.0,
                 px / nav * 100.0,

@@ -25,7 +25,7 @@ pub struct Alloc {
     pub requested: f64,
     pub ideal: f64,
     pub quantity: i64,
-    pub binding: Option<Check>,
+    pub binding: Option<Box<Check>>,
 }
 
 /// An extra cap from the layer-2 policy, in lots, with the check to report.
@@ -88,7 +88,7 @@ fn weight(
         AllocationMethod::NetLiq => acct.net_liq,
         AllocationMethod::AvailableEquity => {
             // the same funds the SETTLED_CASH and BUYING_POWER rules start from
-            let buffer = book.mandate_of(acct).cash_buffer_pct / 100.0 * acct.net_liq;
+            let buffer = book.mandate_of(acct).cash_buffer_frac * acct.net_liq;
             if acct.cash_account {
                 acct.settled_cash - acct.pending_withdrawals - acct.reserved_cash - buffer
             } else {
@@ -285,12 +285,13 @@ pub fn split(
         let mut binding = None;
         if split.capped[j] || excluded[j] {
             binding = match over.get_mut(j).and_then(Option::take) {
-                Some(c) => Some(c),
+                Some(c) => Some(Box::new(c)),
                 None => match &prep.bound[j] {
                     Some(Bound::Rule(code)) => {
                         let c = &prep.ctx[j];
                         let m = &book.mandates[c.mandate];
-                        Some(rule_check(c, m, *code, px, split.want[j] * lot as f64, lot))
+                        let want = split.want[j] * lot as f64;
+                        Some(Box::new(rule_check(c, m, *code, px, want, lot)))
                     }
                     Some(Bound::Own) | None => None,
                 },

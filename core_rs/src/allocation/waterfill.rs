@@ -77,47 +77,30 @@ impl Split {
         // Whether `want` holds the final share of every account still in the pool.
         let mut settled = false;
         let mut floored: i64 = 0;
+        keyed.clear();
         while rounds < MAX_ROUNDS {
             if active.is_empty() {
                 settled = true;
                 break;
             }
-            // one pass: each share, the capped accounts out of the pool, the weight that stays
-            let mut kept = 0;
-            let mut next_w = 0.0;
-            capped_now.clear();
-            for a in 0..active.len() {
-                let j = active[a];
-                let share = rem_q * weights[j] / rem_w;
-                want[j] = share;
-                if share >= caps[j] as f64 {
-                    ideal[j] = caps[j] as f64;
-                    capped[j] = true;
-                    capped_now.push(j);
-                } else {
-                    active[kept] = j;
-                    kept += 1;
-                    next_w += weights[j];
-                }
-            }
-            if capped_now.is_empty() {
+            let (kept, n_capped, next_w) =
+                round(active, capped_now, rem_q, rem_w, weights, caps, want, ideal, capped);
+            if n_capped == 0 {
                 settled = true;
                 break;
             }
+            capped_now.truncate(n_capped);
             for &j in capped_now.iter() {
                 rem_q -= caps[j] as f64;
-                floored += floor_ideal(ideal[j], caps[j], &mut qty[j]);
+                floored += settle(j, caps[j] as f64, caps, weights, ideal, qty, keyed);
             }
             active.truncate(kept);
             rem_w = next_w;
             rounds += 1;
         }
         if !settled {
-            keyed.clear();
-            keyed.extend(active.iter().map(|&j| (caps[j] as f64 / weights[j], weights[j], j)));
-            keyed.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.2.cmp(&b.2)));
-            active.clear();
-            active.extend(keyed.iter().map(|k| k.2));
+            let ratio = |j: usize| caps[j] as f64 / weights[j];
+            active.sort_unstable_by(|&a, &b| ratio(a).total_cmp(&ratio(b)).then_with(|| a.cmp(&b)));
             // weight of the accounts from position m on, summed from the back
             let mut suffix = vec![0.0; active.len() + 1];
             for m in (0..active.len()).rev() {
@@ -130,10 +113,9 @@ impl Split {
                 if share < caps[j] as f64 {
                     break;
                 }
-                ideal[j] = caps[j] as f64;
                 want[j] = share;
                 capped[j] = true;
-                floored += floor_ideal(ideal[j], caps[j], &mut qty[j]);
+                floored += settle(j, caps[j] as f64, caps, weights, ideal, qty, keyed);
                 rem_q -= caps[j] as f64;
                 k += 1;
             }
@@ -153,21 +135,14 @@ impl Split {
                 share = 0.0; // rounding can leave a hair below zero to share
             }
             want[j] = share;
-            ideal[j] = if share < caps[j] as f64 { share } else { caps[j] as f64 };
-            floored += floor_ideal(ideal[j], caps[j], &mut qty[j]);
+            let v = if share < caps[j] as f64 { share } else { caps[j] as f64 };
+            floored += settle(j, v, caps, weights, ideal, qty, keyed);
         }
         let mut left = target - floored;
         let frac = |ideal: &[f64], j: usize| ideal[j] - (ideal[j] as i64) as f64;
         if left > 0 {
-            keyed.clear();
-            keyed.extend(
-                live.iter()
-                    .copied()
-                    .filter(|&j| qty[j] < caps[j])
-                    .map(|j| (frac(ideal, j), weights[j], j)),
-            );
             let by_rank = |a: &(f64, f64, usize), b: &(f64, f64, usize)| {
-                b.0.total_cmp(&a.0).then(b.1.total_cmp(&a.1)).then(a.2.cmp(&b.2))
+                b.0.total_cmp(&a.0).then_with(|| b.1.total_cmp(&a.1)).then_with(|| a.2.cmp(&b.2))
             };
             // Only the first `left` in rank order get a lot, one each (the usual case): select
             // them in linear time; their order does not matter. Otherwise every candidate gets
@@ -207,8 +182,8 @@ impl Split {
             cand.sort_unstable_by(|&a, &b| {
                 frac(ideal, a)
                     .total_cmp(&frac(ideal, b))
-                    .then(weights[a].total_cmp(&weights[b]))
-                    .then(b.cmp(&a))
+                    .then_with(|| weights[a].total_cmp(&weights[b]))
+                    .then_with(|| b.cmp(&a))
             });
             // one lot each from the smallest remainders, round after round, until the total fits
             while left < 0 && !cand.is_empty() {
@@ -227,14 +202,68 @@ impl Split {
     }
 }
 
-/// Whole lots of an ideal (non-negative, so truncation is the floor), never above the cap;
-/// stored in `qty` and returned.
-fn floor_ideal(ideal: f64, cap: i64, qty: &mut i64) -> i64 {
-    let mut f = ideal as i64;
-    if f > cap {
-        f = cap;
+/// One round of water-filling over the pool `active` (book order): each account's share of
+/// `rem_q`, in `want`; the accounts whose share reaches their cap are capped at it and listed in
+/// `capped_now` (book order), the others kept at the front of `active`. Returns how many stay,
+/// how many were capped and the weight that stays (summed in book order).
+///
+/// Branch-free: whether a share reaches its cap is as good as random, and a mispredicted branch
+/// costs more than the stores done either way.
+#[allow(clippy::too_many_arguments)]
+fn round(
+    active: &mut [usize],
+    capped_now: &mut Vec<usize>,
+    rem_q: f64,
+    rem_w: f64,
+    weights: &[f64],
+    caps: &[i64],
+    want: &mut [f64],
+    ideal: &mut [f64],
+    capped: &mut [bool],
+) -> (usize, usize, f64) {
+    capped_now.clear();
+    capped_now.resize(active.len(), 0);
+    let (mut kept, mut n_capped) = (0, 0);
+    let mut next_w = 0.0;
+    for a in 0..active.len() {
+        let j = active[a];
+        let w = weights[j];
+        let cap = caps[j] as f64;
+        let share = rem_q * w / rem_w;
+        want[j] = share;
+        let c = share >= cap;
+        capped[j] = c;
+        // an account in the pool has no ideal yet
+        ideal[j] = if c { cap } else { 0.0 };
+        capped_now[n_capped] = j;
+        n_capped += usize::from(c);
+        active[kept] = j;
+        kept += usize::from(!c);
+        // adding +0 leaves the sum as it is (it starts at +0 and only grows)
+        next_w += if c { 0.0 } else { w };
     }
-    *qty = f;
+    (kept, n_capped, next_w)
+}
+
+/// Settles account `j` at `value`: its ideal, its whole lots (the ideal is non-negative, so
+/// truncation is the floor; never above the cap), and, when it can take another lot, its
+/// (remainder, weight, index) in `keyed` for the lots left over. Returns its whole lots.
+fn settle(
+    j: usize,
+    value: f64,
+    caps: &[i64],
+    weights: &[f64],
+    ideal: &mut [f64],
+    qty: &mut [i64],
+    keyed: &mut Vec<(f64, f64, usize)>,
+) -> i64 {
+    ideal[j] = value;
+    let whole = value as i64;
+    let f = if whole > caps[j] { caps[j] } else { whole };
+    qty[j] = f;
+    if f < caps[j] {
+        keyed.push((value - whole as f64, weights[j], j));
+    }
     f
 }
 

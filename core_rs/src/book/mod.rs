@@ -26,6 +26,8 @@ pub struct Instrument {
 pub struct Mandate {
     pub mandate_id: String,
     pub max_position_pct: Option<f64>,
+    /// `max_position_pct / 100`, divided once.
+    pub max_position_frac: Option<f64>,
     pub max_position_shares: Option<i64>,
     /// Sector cap in percent of NAV, by sector index (None: no cap for that sector).
     pub sector_caps_pct: Vec<Option<f64>>,
@@ -37,6 +39,8 @@ pub struct Mandate {
     pub restricted_sector_names: Vec<String>,
     pub min_trade_value: f64,
     pub cash_buffer_pct: f64,
+    /// `cash_buffer_pct / 100`, divided once.
+    pub cash_buffer_frac: f64,
     pub fill_policy: crate::fills::FillPolicy,
     pub fill_priority: i64,
     raw_sector_caps: Vec<(String, f64)>,
@@ -385,6 +389,7 @@ impl Book {
         let mut mandate = Mandate {
             mandate_id: m.mandate_id.clone(),
             max_position_pct: m.max_position_pct,
+            max_position_frac: m.max_position_pct.map(|pct| pct / 100.0),
             max_position_shares: m.max_position_shares,
             sector_caps_pct: Vec::new(),
             default_sector_cap_pct: m.default_sector_cap_pct,
@@ -395,6 +400,7 @@ impl Book {
             restricted_sector_names: m.restricted_sectors.clone(),
             min_trade_value: m.min_trade_value,
             cash_buffer_pct: m.cash_buffer_pct,
+            cash_buffer_frac: m.cash_buffer_pct / 100.0,
             fill_policy: match m.fill_policy {
                 crate::domain::FillPolicy::ProRata => crate::fills::FillPolicy::ProRata,
                 crate::domain::FillPolicy::Priority => crate::fills::FillPolicy::Priority,

@@ -32,19 +32,23 @@ pub fn layer2(
     let mut out = Vec::new();
     for (j, c) in ctx.iter().enumerate() {
         let q = allocs[j].quantity;
-        if q == 0 || (live_caps[j] != LIVE_CAP_UNKNOWN && q / lot <= live_caps[j]) {
+        if q == 0 {
+            continue;
+        }
+        let q_lots = q / lot;
+        if live_caps[j] != LIVE_CAP_UNKNOWN && q_lots <= live_caps[j] {
             continue;
         }
         let m = &book.mandates[c.mandate];
         live_caps[j] = floor_lots(tightest_at(c, m, live).0, lot);
-        if q / lot <= live_caps[j] {
+        if q_lots <= live_caps[j] {
             continue;
         }
         let caps = caps_at(c, m, live);
         let mut broken = Vec::new();
         for &(code, e_cap) in caps.rules() {
             let allowed = caps.reducing as f64 + if e_cap > 0.0 { e_cap } else { 0.0 };
-            if q / lot > floor_lots(allowed, lot) {
+            if q_lots > floor_lots(allowed, lot) {
                 broken.push(rule_check(c, m, code, live, q as f64, lot));
             }
         }
