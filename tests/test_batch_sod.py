@@ -121,7 +121,8 @@ BAD = [
     ("negative price", "prices", _set_cell(3, 1, "-5.0"), "ExpectColumnValuesToBeBetween",
      "price", [3], "price must be positive (found -5.0)"),
     ("future price", "prices", _set_cell(2, 2, "2025-06-16"), "ExpectColumnValuesToBeBetween",
-     "age_business_days", [2], "price dated on or after the start-of-day date 2025-06-16"),
+     "price_date_days_before", [2],
+     "price dated on or after the start-of-day date 2025-06-16"),
     ("bad date", "dividends", _set_cell(2, 1, "16/06/2025"), "wrong_type", "ex_date", [2],
      "is not a date (YYYY-MM-DD): '16/06/2025'"),
     ("pay before ex", "dividends", _set_cell(2, 2, "2000-01-03"),
@@ -187,6 +188,7 @@ def test_warnings_publish(book: Book, tmp_path: Path) -> None:
     n = next(i for i, ln in enumerate(lines) if ",QVL," in ln)
     acct, sym, qty = lines[n].split(",")
     lines[n] = f"{acct},{sym},{int(qty) + 1}"
+    dropped = lines.pop(n + 1 if n + 1 < len(lines) else n - 1)
     Path(inputs.positions).write_text("\n".join(lines) + "\n")
     _edit_csv(inputs.prices, _set_cell(2, 2, "2025-06-10"))
     _edit_csv(inputs.cash, _set_cell(2, 3, "1.0"))
@@ -198,7 +200,11 @@ def test_warnings_publish(book: Book, tmp_path: Path) -> None:
         ("positions", "ExpectColumnValuesToBeBetween", "change_since_yesterday"),
         ("prices", "ExpectColumnValuesToBeBetween", "age_business_days"),
         ("cash", "ExpectColumnValuesToBeNull", "cash_break"),
+        ("positions", "ExpectColumnValuesToBeNull", "missing_position"),
     }
+    gone = next(p for p in result.warnings if p.column == "missing_position")
+    d_acct, d_sym, d_qty = dropped.split(",")
+    assert f"(found '{d_acct} {d_sym}: {d_qty}')" in gone.message
     brk = next(p for p in result.warnings if p.column == "cash_break")
     assert "ACC-001: custodian" in brk.message
     assert not (tmp_path / "quarantine").exists()

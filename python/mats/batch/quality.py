@@ -128,14 +128,23 @@ class Quality:
             gx.ValidationDefinition(name=suite_name, data=batch, suite=suite))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
+            # SUMMARY: counts and the first 20 offending values and row numbers, whatever the
+            # size of the frame
             result = vd.run(batch_parameters={"dataframe": pdf},
-                            result_format={"result_format": "COMPLETE"})
+                            result_format={"result_format": "SUMMARY"})
         problems: list[Problem] = []
         for rule, res in zip(rules, _in_order(rules, result.results), strict=True):
-            if res is None or res.success:
+            if res is None:
+                # a result that cannot be matched to its rule must not pass in silence
+                problems.append(Problem(
+                    input=input_name or name, file=file, severity=Severity.CRITICAL,
+                    check=rule.expectation, column=rule.column,
+                    message=f"{rule.message}: the check could not be evaluated"))
+                continue
+            if res.success:
                 continue
             detail = res.result or {}
-            index = [int(i) for i in detail.get("unexpected_index_list") or []
+            index = [int(i) for i in detail.get("partial_unexpected_index_list") or []
                      if has_rows and (isinstance(i, int) or hasattr(i, "__index__"))]
             count = int(detail.get("unexpected_count") or len(index))
             msg = rule.message

@@ -268,7 +268,17 @@ def _check_positions(q: Quality, ctx: _Ctx, ld: Loaded, frame: pl.DataFrame) -> 
         _between("change_since_yesterday",
                  "position differs from yesterday's end-of-day state", 0, 0, W),
     ]
-    return q.validate("sod_positions", ld.file, df, rules, "positions")
+    problems = q.validate("sod_positions", ld.file, df, rules, "positions")
+    # positions yesterday's state holds that the custodian no longer reports
+    gone = (yesterday.join(frame.select("account_id", "symbol"), on=["account_id", "symbol"],
+                           how="anti")
+            .select(pl.format("{} {}: {}", "account_id", "symbol", "yesterday")
+                    .alias("missing_position")))
+    problems += q.validate("sod_positions_vs_yesterday", ld.file, gone, [
+        Rule("ExpectColumnValuesToBeNull", {"column": "missing_position"},
+             "yesterday's end-of-day state holds a position the custodian does not report", W)],
+        "positions")
+    return problems
 
 
 def _check_cash(q: Quality, ctx: _Ctx, ld: Loaded, frame: pl.DataFrame) -> list[Problem]:
@@ -317,6 +327,7 @@ def _check_prices(q: Quality, ctx: _Ctx, ld: Loaded, frame: pl.DataFrame,
                   held: pl.DataFrame | None) -> list[Problem]:
     as_of = ctx.config.as_of
     df = frame.with_columns(
+        _days_before("price_date", as_of),
         pl.business_day_count(pl.col("price_date"), pl.lit(as_of)).alias("age_business_days")
     )
     rules = [
@@ -324,8 +335,8 @@ def _check_prices(q: Quality, ctx: _Ctx, ld: Loaded, frame: pl.DataFrame,
         _unique(PRICES, "one instrument has more than one price"),
         _between("price", "price must be positive", lo=0, strict_min=True),
         _known("symbol", ctx.symbols, "instrument (its price is ignored)", W),
-        _between("age_business_days", f"price dated on or after the start-of-day date {as_of}",
-                 lo=1),
+        _between("price_date_days_before",
+                 f"price dated on or after the start-of-day date {as_of}", lo=1),
         _between("age_business_days",
                  f"stale price: older than {ctx.config.max_price_age_days} business day(s)",
                  hi=ctx.config.max_price_age_days, severity=W),
