@@ -248,6 +248,17 @@ def sim_orders(run_dir: Path) -> list[str]:
         db.close()
 
 
+def sim_open_orders(run_dir: Path) -> list[str]:
+    """The ClOrdIDs of the orders the simulator's record has still working."""
+    db = sqlite3.connect(run_dir / "venue.sqlite")
+    try:
+        return [o["cl_ord_id"] for o in (json.loads(b) for (b,) in
+                                         db.execute("SELECT body FROM orders"))
+                if o["ord_status"] in ("0", "1")]
+    finally:
+        db.close()
+
+
 def cancel(o: ChildOrder, rid: str) -> CancelRequest:
     return CancelRequest(event_id=request_event_id(o.child_order_id, "cancel", rid),
                          journey_id=o.journey_id, order_id=o.order_id,
@@ -313,7 +324,7 @@ def test_fix_gateway_trades_cancels_replaces_and_refuses(procs: Procs, bus: Bus,
 def test_simulator_killed_mid_session_no_duplicate_no_lost_fill(procs: Procs, bus: Bus,
                                                                  tmp_path: Path) -> None:
     port = free_port()
-    sim = procs.sim(port, "sim")
+    sim = procs.sim(port, "sim", "--tick-ms", "150")  # orders take a few ticks to fill
     cfg = write_config(tmp_path / "g.yaml", {"fixk": {"protocol": "fix", "port": port}},
                        procs.broker)
     gw = procs.gateway("fixk", cfg)
@@ -323,6 +334,7 @@ def test_simulator_killed_mid_session_no_duplicate_no_lost_fill(procs: Procs, bu
     bus.wait(lambda: any(r.is_fill for r in bus.reports("fixk")), "a first fill", watch)
     sim.send_signal(signal.SIGKILL)
     sim.wait(timeout=30)
+    assert sim_open_orders(tmp_path / "sim"), "the simulator died with nothing open"
     second = [child(i, "fixk", qty=2000, tag="k") for i in range(10, 20)]
     bus.send("fixk", *second)  # while the broker is away: they wait
     bus.wait(lambda: any(s.state == "reconnecting" for s in bus.status("fixk")),
@@ -374,8 +386,14 @@ def test_sigkilled_gateway_resumes_without_resending_while_others_trade(
 # ------------------------------------------------------------------------------ a rogue broker
 
 
-def _rogue_acceptor(port: int, run: Path) -> Any:
-    """A QuickFIX acceptor that answers every order with an unknown id and out of order."""
+def run_rogue_acceptor(port: int, run: Path) -> None:
+    """A QuickFIX acceptor that answers every order with an unknown id and out of order.
+
+    It runs as its own process (``python tests/test_gateway_e2e.py PORT DIR``), as a broker
+    does, until SIGTERM.
+    """
+    import threading
+
     from mats.gateway import fixwire
     from mats.gateway.models import BrokerReport
 
@@ -408,36 +426,42 @@ def _rogue_acceptor(port: int, run: Path) -> Any:
             rep(cl, "F", "2", qty, qty)  # the fill before the ack
             rep(cl, "0", "0", 0, 0)  # the ack, late: stale
 
-    text = fixwire.session_settings(initiator=False, sender="SIM", target="MATS",
-                                    host="127.0.0.1", port=port, store=run / "store")
-    (run / "rogue.cfg").parent.mkdir(parents=True, exist_ok=True)
-    (run / "rogue.cfg").write_text(text, encoding="utf-8")
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "rogue.cfg").write_text(fixwire.session_settings(
+        initiator=False, sender="SIM", target="MATS", host="127.0.0.1", port=port,
+        store=run / "store"), encoding="utf-8")
     settings = fix.SessionSettings(str(run / "rogue.cfg"))
     app = Rogue()
     acceptor = fix.SocketAcceptor(app, fix.MemoryStoreFactory(), settings)
     acceptor.start()
-    return acceptor, app
+    print("listening on", port, flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    stop.wait()
+    os._exit(0)  # the broker goes away as a broker does: no goodbye
 
 
 def test_unknown_ids_and_out_of_order_reports_are_alerted_not_fatal(
         procs: Procs, bus: Bus, tmp_path: Path) -> None:
     port = free_port()
-    acceptor, _app = _rogue_acceptor(port, tmp_path / "rogue")
-    try:
-        cfg = write_config(tmp_path / "g.yaml", {"fixr": {"protocol": "fix", "port": port}},
+    log = tmp_path / "rogue.log"
+    with log.open("wb") as out:
+        rogue = subprocess.Popen([sys.executable, __file__, str(port), str(tmp_path / "rogue")],
+                                 stdout=out, stderr=subprocess.STDOUT, env=_env(procs.broker))
+    procs.all.append((rogue, log))
+    wait_for(lambda: "listening on" in log.read_text(), "the rogue broker", rogue, log)
+    cfg = write_config(tmp_path / "g.yaml", {"fixr": {"protocol": "fix", "port": port}},
                        procs.broker)
-        gw = procs.gateway("fixr", cfg)
-        watch = [(gw, tmp_path / "gw-fixr.log")]
-        o = child(1, "fixr", tag="x")
-        bus.send("fixr", o)
-        bus.wait(lambda: bus.filled(o.child_order_id) == 500, "the fill", watch)
-        bus.wait(lambda: sum("GHOST" in a or "arrived after" in a for a in bus.alerts()) >= 2,
-                 "alerts", watch)
-        assert [r.exec_type for r in bus.reports("fixr")] == ["fill"]
-        assert gw.poll() is None
-        bus.wait(lambda: any(s.last_error for s in bus.status("fixr")), "error status", watch)
-    finally:
-        acceptor.stop()
+    gw = procs.gateway("fixr", cfg)
+    watch = [(gw, tmp_path / "gw-fixr.log")]
+    o = child(1, "fixr", tag="x")
+    bus.send("fixr", o)
+    bus.wait(lambda: bus.filled(o.child_order_id) == 500, "the fill", watch)
+    bus.wait(lambda: sum("GHOST" in a or "arrived after" in a for a in bus.alerts()) >= 2,
+             "alerts", watch)
+    assert [r.exec_type for r in bus.reports("fixr")] == ["fill"]
+    assert gw.poll() is None
+    bus.wait(lambda: any(s.last_error for s in bus.status("fixr")), "error status", watch)
 
 
 def test_restart_reconciles_orders_it_may_not_have_sent(procs: Procs, bus: Bus,
@@ -619,3 +643,7 @@ def test_interoperates_with_quickfixj_executor(procs: Procs, bus: Bus, tmp_path:
         executor.wait(timeout=30)
         if executor.stdin is not None:
             executor.stdin.close()
+
+
+if __name__ == "__main__":
+    run_rogue_acceptor(int(sys.argv[1]), Path(sys.argv[2]))

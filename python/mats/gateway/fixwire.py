@@ -346,23 +346,40 @@ def side_of(m: Any) -> str:
     return _SIDE_NAMES[code]
 
 
-def _qty(m: Any, tag: int) -> int:
-    text = get(m, tag, "0")
+def _int(fields: dict[int, str], tag: int) -> int:
+    text = fields.get(tag, "0")
     value = float(text)
     if value != int(value):
         raise ValueError(f"tag {tag}: fractional quantity {text}")
     return int(value)
 
 
-def _time(m: Any) -> datetime | None:
-    text = get(m, TRANSACT_TIME)
-    if not text:
-        return None
-    fmt = "%Y%m%d-%H:%M:%S.%f" if "." in text else "%Y%m%d-%H:%M:%S"
+def _qty(m: Any, tag: int) -> int:
+    return _int({tag: get(m, tag, "0")}, tag)
+
+
+def _utc_time(text: str) -> datetime | None:
+    """A FIX UTCTimestamp (``YYYYMMDD-HH:MM:SS[.fff...]``), None when it is not one."""
     try:
-        return datetime.strptime(text, fmt).replace(tzinfo=UTC)
+        frac = text[18:].ljust(6, "0")[:6] if len(text) > 18 else "0"
+        return datetime(int(text[0:4]), int(text[4:6]), int(text[6:8]), int(text[9:11]),
+                        int(text[12:14]), int(text[15:17]), int(frac), tzinfo=UTC)
     except ValueError:
         return None
+
+
+def fields_of(m: Any) -> dict[int, str]:
+    """Every field of a message (header, body, trailer) by tag, from its wire form.
+
+    One call into QuickFIX instead of two per field; a repeated tag (a repeating group, which
+    the messages read here do not have) keeps its first value.
+    """
+    out: dict[int, str] = {}
+    for part in str(m.toString()).split("\x01"):
+        tag, sep, value = part.partition("=")
+        if sep and tag.isdigit():
+            out.setdefault(int(tag), value)
+    return out
 
 
 def parse_report(m: Any) -> BrokerReport:
@@ -373,17 +390,22 @@ def parse_report(m: Any) -> BrokerReport:
     ValueError
         A field MATS needs is missing or not a number.
     """
-    last_px = get(m, LAST_PX)
-    avg = get(m, AVG_PX)
+    f = fields_of(m)
+    side = f.get(SIDE, "")
+    if side not in _SIDE_NAMES:
+        raise ValueError(f"side {side!r} is not buy (1) or sell (2)")
+    last_px = f.get(LAST_PX)
+    avg = f.get(AVG_PX)
     return BrokerReport(
-        exec_id=get(m, EXEC_ID), cl_ord_id=get(m, CL_ORD_ID),
-        orig_cl_ord_id=get(m, ORIG_CL_ORD_ID) or None, exec_type=get(m, EXEC_TYPE),
-        ord_status=get(m, ORD_STATUS), symbol=get(m, SYMBOL), side=side_of(m),
-        order_qty=_qty(m, ORDER_QTY), cum_qty=_qty(m, CUM_QTY), leaves_qty=_qty(m, LEAVES_QTY),
-        avg_px=float(avg) if avg else None, last_qty=_qty(m, LAST_QTY),
+        exec_id=f.get(EXEC_ID, ""), cl_ord_id=f.get(CL_ORD_ID, ""),
+        orig_cl_ord_id=f.get(ORIG_CL_ORD_ID) or None, exec_type=f.get(EXEC_TYPE, ""),
+        ord_status=f.get(ORD_STATUS, ""), symbol=f.get(SYMBOL, ""), side=_SIDE_NAMES[side],
+        order_qty=_int(f, ORDER_QTY), cum_qty=_int(f, CUM_QTY), leaves_qty=_int(f, LEAVES_QTY),
+        avg_px=float(avg) if avg else None, last_qty=_int(f, LAST_QTY),
         last_px=float(last_px) if last_px else None,
-        broker_order_id=get(m, ORDER_ID) or None, text=get(m, TEXT),
-        transact_time=_time(m), poss_dup=poss_dup(m))
+        broker_order_id=f.get(ORDER_ID) or None, text=f.get(TEXT, ""),
+        transact_time=_utc_time(f[TRANSACT_TIME]) if TRANSACT_TIME in f else None,
+        poss_dup=f.get(POSS_DUP) == "Y" or f.get(POSS_RESEND) == "Y")
 
 
 def parse_cancel_reject(m: Any) -> CancelReject:

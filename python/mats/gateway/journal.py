@@ -150,11 +150,12 @@ class Journal:
         # it), which is the failure the gateway is built for; a power cut is the broker's
         # store's and Kafka's business.
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA synchronous=OFF")
         self._db.executescript(_SCHEMA)
         self._orders: dict[str, OrderRecord] = {}
         self._requests: dict[str, RequestRecord] = {}
         self._exec_ids: set[str] = set()
+        self._open: set[str] = set()  # child order ids not done
         self._load()
 
     def _load(self) -> None:
@@ -163,6 +164,8 @@ class Journal:
                 "limit_price, cl_ord_id, state, cum_qty, ord_status, requests FROM orders"):
             rec = OrderRecord(*row)
             self._orders[rec.child_order_id] = rec
+            if rec.is_open:
+                self._open.add(rec.child_order_id)
         for cl, child, kind, request_id in self._db.execute(
                 "SELECT cl_ord_id, child_order_id, kind, request_id FROM requests"):
             self._requests[cl] = RequestRecord(cl, child, kind, request_id)
@@ -195,11 +198,11 @@ class Journal:
 
     def open_orders(self) -> list[OrderRecord]:
         with self._lock:
-            return [o for o in self._orders.values() if o.is_open]
+            return [self._orders[c] for c in self._open]
 
     def open_count(self) -> int:
         with self._lock:
-            return sum(1 for o in self._orders.values() if o.is_open)
+            return len(self._open)
 
     def add_orders(self, orders: Iterable[ChildOrder]) -> list[OrderRecord]:
         """Record new child orders as ``pending`` (their ClOrdID is the child order id)."""
@@ -219,6 +222,7 @@ class Journal:
                 [(r.cl_ord_id, r.child_order_id) for r in recs])
             for r in recs:
                 self._orders[r.child_order_id] = r
+                self._open.add(r.child_order_id)
                 self._requests[r.cl_ord_id] = RequestRecord(r.cl_ord_id, r.child_order_id,
                                                             "new", None)
         return recs
@@ -255,6 +259,8 @@ class Journal:
             return req
 
     def _save_order(self, db: sqlite3.Connection, rec: OrderRecord) -> None:
+        if not rec.is_open:
+            self._open.discard(rec.child_order_id)
         db.execute("UPDATE orders SET cl_ord_id = ?, state = ?, cum_qty = ?, ord_status = ?, "
                    "quantity = ?, limit_price = ? WHERE child_order_id = ?",
                    (rec.cl_ord_id, rec.state, rec.cum_qty, rec.ord_status, rec.quantity,

@@ -351,7 +351,15 @@ class Gateway:
         await self._producer.send_and_wait(DLQ_TOPIC, dl.model_dump_json().encode(),
                                            key=msg.topic.encode())
 
-    async def _handle(self, msg: Any) -> None:
+    async def _flush(self, new: dict[str, ChildOrder]) -> None:
+        """Record the new orders gathered so far (one transaction) and send them."""
+        if new:
+            recs = self.journal.add_orders(new.values())
+            new.clear()
+            await self._send_orders(recs)
+
+    async def _handle(self, msg: Any, new: dict[str, ChildOrder]) -> None:
+        """Take one message; new orders gather in ``new`` until :meth:`_flush`."""
         try:
             item = parse_order_message(msg.value)
             if item.gateway != self.name:
@@ -359,12 +367,13 @@ class Gateway:
                                             f"this is {self.name!r}", ("gateway",))],
                                   item.journey_id)
             if isinstance(item, ChildOrder):
-                if self.journal.order(item.child_order_id) is None:
-                    recs = self.journal.add_orders([item])
-                    await self._send_orders(recs)
+                cid = item.child_order_id
+                if self.journal.order(cid) is None and cid not in new:
+                    new[cid] = item
                 else:
-                    log.info("%s: %s already sent: not again", self.name, item.child_order_id)
+                    log.info("%s: %s already sent: not again", self.name, cid)
                 return
+            await self._flush(new)  # a cancel or replace may be about one of them
             rec = self.journal.order(item.child_order_id)
             if rec is None:
                 raise SignalError([_problem(UNKNOWN_CHILD_ORDER, f"no child order "
@@ -393,8 +402,10 @@ class Gateway:
             await self._ready.wait()
             batch = await self._consumer.getmany(timeout_ms=100, max_records=500)
             for tp, msgs in batch.items():
+                new: dict[str, ChildOrder] = {}
                 for msg in msgs:
-                    await self._handle(msg)
+                    await self._handle(msg, new)
+                await self._flush(new)
                 await self._consumer.commit({TopicPartition(tp.topic, tp.partition):
                                              msgs[-1].offset + 1})
 

@@ -27,7 +27,7 @@ import random
 import secrets
 import sqlite3
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -122,6 +122,7 @@ class Venue:
         self._ids: dict[str, str] = {}  # every ClOrdID ever given -> broker order id
         self._open: dict[str, VenueOrder] = {}
         self._dirty: dict[str, VenueOrder] = {}
+        self._new_ids: list[tuple[str, str]] = []  # ids given since the last save
         self._token = token or secrets.token_hex(3)
         self._next = next_id
 
@@ -149,9 +150,14 @@ class Venue:
         self._dirty.clear()
         return out
 
-    def ids_of(self, orders: Iterable[VenueOrder]) -> dict[str, str]:
-        wanted = {o.broker_order_id for o in orders}
-        return {cl: oid for cl, oid in self._ids.items() if oid in wanted}
+    def take_new_ids(self) -> list[tuple[str, str]]:
+        """The (ClOrdID, broker order id) pairs given since the last call (to save)."""
+        out, self._new_ids = self._new_ids, []
+        return out
+
+    def _give(self, cl_ord_id: str, broker_order_id: str) -> None:
+        self._ids[cl_ord_id] = broker_order_id
+        self._new_ids.append((cl_ord_id, broker_order_id))
 
     def order_by_cl(self, cl_ord_id: str) -> VenueOrder | None:
         oid = self._ids.get(cl_ord_id)
@@ -212,11 +218,11 @@ class Venue:
             o.ord_status = "8"
             # a duplicate's reject must not take the original's id over
             if cl_ord_id not in self._ids:
-                self._ids[cl_ord_id] = o.broker_order_id
+                self._give(cl_ord_id, o.broker_order_id)
                 self._orders[o.broker_order_id] = o
                 self._touch(o)
             return [(session, self._report(o, "8", text=reason))]
-        self._ids[cl_ord_id] = o.broker_order_id
+        self._give(cl_ord_id, o.broker_order_id)
         self._orders[o.broker_order_id] = o
         self._touch(o)
         return [(session, self._report(o, "0"))]
@@ -237,7 +243,7 @@ class Venue:
             return self._refuse(session, cl_ord_id, orig, "1", "unknown order", None)
         if o.ord_status not in _OPEN:
             return self._refuse(session, cl_ord_id, orig, "1", "order is not open", o)
-        self._ids[cl_ord_id] = o.broker_order_id
+        self._give(cl_ord_id, o.broker_order_id)
         o.ord_status = "4"
         o.cl_ord_id = cl_ord_id
         self._touch(o)
@@ -256,7 +262,7 @@ class Venue:
         if quantity < o.cum_qty or quantity <= 0:
             return self._refuse(session, cl_ord_id, orig, "2",
                                 f"quantity {quantity} is below the filled {o.cum_qty}", o)
-        self._ids[cl_ord_id] = o.broker_order_id
+        self._give(cl_ord_id, o.broker_order_id)
         o.quantity, o.cl_ord_id = quantity, cl_ord_id
         if limit_price is not None:
             o.limit_price = limit_price
@@ -334,7 +340,7 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 
 
 def _encode(msg: Message) -> str:
-    d = asdict(msg)
+    d = dict(msg.__dict__)  # flat dataclasses: no deep copy needed
     d["type"] = "report" if isinstance(msg, BrokerReport) else "cancel_reject"
     if isinstance(msg, BrokerReport) and msg.transact_time is not None:
         d["transact_time"] = msg.transact_time.isoformat()
@@ -358,7 +364,7 @@ class VenueStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA synchronous=OFF")
         self._db.executescript(_SCHEMA)
 
     def close(self) -> None:
@@ -388,9 +394,8 @@ class VenueStore:
         db.execute("BEGIN")
         try:
             db.executemany("INSERT OR REPLACE INTO orders VALUES (?, ?)",
-                           [(o.broker_order_id, json.dumps(asdict(o))) for o in dirty])
-            db.executemany("INSERT OR IGNORE INTO ids VALUES (?, ?)",
-                           list(venue.ids_of(dirty).items()))
+                           [(o.broker_order_id, json.dumps(o.__dict__)) for o in dirty])
+            db.executemany("INSERT OR IGNORE INTO ids VALUES (?, ?)", venue.take_new_ids())
             seqs = []
             for session, msg in messages:
                 cur = db.execute("INSERT INTO outbox (session, body) VALUES (?, ?)",
