@@ -116,3 +116,30 @@ def test_unreadable_input_is_refused(book: Book, tmp_path: Path) -> None:
     with pytest.raises(BatchInputError,
                        match=r"fills\.parquet, column quantity: missing column quantity"):
         run_eod(book, inputs, EodConfig(trade_date=DAY), tmp_path / "out", data_docs=False)
+
+
+@pytest.mark.parametrize(("name", "change", "message"), [
+    ("holdings", lambda df: df.with_columns(
+        pl.when(pl.int_range(pl.len()) == 0).then(pl.lit("ACC-999"))
+        .otherwise(pl.col("account_id")).alias("account_id")),
+     r"holdings\.parquet, column account_id, row 1: account not in the book \(found 'ACC-999'\)"),
+    ("fills", lambda df: df.with_columns(
+        pl.when(pl.int_range(pl.len()) == 2).then(pl.lit("E-UNKNOWN"))
+        .otherwise(pl.col("exec_id")).alias("exec_id")),
+     r"fills\.parquet, column exec_id, row 3: fill of an execution that is not in the "
+     r"executions file \(found 'E-UNKNOWN'\)"),
+    ("history", lambda df: df.filter(pl.col("date") > date(2024, 12, 31)),
+     r"history\.parquet, column date: VaR needs 250 days of returns, the file has \d+"),
+    ("lots", lambda df: pl.concat([df, df.head(1)]),
+     r"lots\.parquet, column order_id, account_id, rows 1, \d+: duplicate rows"),
+], ids=["unknown account", "unknown execution", "short history", "duplicate lot"])
+def test_bad_input_content_is_refused(book: Book, tmp_path: Path, name: str,
+                                      change: object, message: str) -> None:
+    inputs = write_eod_inputs(book, DAY, tmp_path / "in", n_blocks=5, history_days=260)
+    path = getattr(inputs, name)
+    change_fn = change  # a frame -> frame function
+    assert callable(change_fn)
+    change_fn(pl.read_parquet(path)).write_parquet(path)
+    with pytest.raises(BatchInputError, match=message):
+        run_eod(book, inputs, EodConfig(trade_date=DAY), tmp_path / "out", data_docs=False)
+    assert not (tmp_path / "out" / "tca.parquet").exists()

@@ -87,18 +87,108 @@ class EodResult:
     problems: tuple[Problem, ...]
 
 
-def load_eod_inputs(inputs: EodInputs) -> dict[str, pl.DataFrame]:
-    """Every input read against its schema; :class:`BatchInputError` if one cannot be used."""
+def _read(inputs: EodInputs) -> tuple[dict[str, pl.DataFrame], dict[str, str], list[Problem]]:
     frames: dict[str, pl.DataFrame] = {}
+    files: dict[str, str] = {}
     problems: list[Problem] = []
     for table in EOD_TABLES:
         ld = read_table(getattr(inputs, table.name), table)
         problems += ld.problems
+        files[table.name] = ld.file
         if ld.frame is not None:
-            frames[table.name] = ld.frame.drop(ROW)
+            frames[table.name] = ld.frame
+    return frames, files, problems
+
+
+def load_eod_inputs(inputs: EodInputs) -> dict[str, pl.DataFrame]:
+    """Every input read against its schema; :class:`BatchInputError` if one cannot be used.
+
+    Only the structure is checked here (:func:`run_eod` also checks the content).
+    """
+    frames, _, problems = _read(inputs)
     if critical(problems):
         raise BatchInputError(problems)
-    return frames
+    return {n: f.drop(ROW) for n, f in frames.items()}
+
+
+def _check_inputs(q: Quality, book: Book, f: dict[str, pl.DataFrame], files: dict[str, str],
+                  config: EodConfig) -> list[Problem]:
+    """Content checks of the end-of-day inputs: each one that fails is critical."""
+    accounts = [a.account_id for a in book.accounts]
+    symbols = [i.symbol for i in book.instruments]
+    problems: list[Problem] = []
+    for table in EOD_TABLES:
+        frame = f[table.name]
+        rules = [Rule("ExpectColumnValuesToNotBeNull", {"column": c.name},
+                      f"empty {c.name} (every row needs one)")
+                 for c in table.columns if not c.nullable]
+        if len(table.key) == 1:
+            rules.append(Rule("ExpectColumnValuesToBeUnique", {"column": table.key[0]},
+                              f"duplicate rows: {table.key[0]} appears more than once"))
+        else:
+            rules.append(Rule("ExpectCompoundColumnsToBeUnique", {"column_list": list(table.key)},
+                              f"duplicate rows: {', '.join(table.key)} appear more than once"))
+        names = table.names
+        if "account_id" in names:
+            rules.append(Rule("ExpectColumnValuesToBeInSet",
+                              {"column": "account_id", "value_set": accounts},
+                              "account not in the book"))
+        if "symbol" in names and table.name not in ("history", "benchmark", "market"):
+            rules.append(Rule("ExpectColumnValuesToBeInSet",
+                              {"column": "symbol", "value_set": symbols},
+                              "instrument not in the book"))
+        if "side" in names:
+            rules.append(Rule("ExpectColumnValuesToBeInSet",
+                              {"column": "side", "value_set": ["buy", "sell"]},
+                              "side must be buy or sell"))
+        for col, lo, what in (("quantity", 1, "quantity must be positive"),
+                              ("allocated", 1, "allocated quantity must be positive"),
+                              ("price", 0, "price must be positive"),
+                              ("decision_price", 0, "price must be positive"),
+                              ("arrival_price", 0, "price must be positive"),
+                              ("vwap", 0, "price must be positive"),
+                              ("close_price", 0, "price must be positive"),
+                              ("prev_close", 0, "price must be positive"),
+                              ("close", 0, "price must be positive")):
+            if col in names and not (table.name == "holdings" and col == "quantity"):
+                rules.append(Rule("ExpectColumnValuesToBeBetween",
+                                  {"column": col, "min_value": lo, "strict_min": lo == 0},
+                                  what))
+        if "fee" in names:
+            rules.append(Rule("ExpectColumnValuesToBeBetween", {"column": "fee", "min_value": 0},
+                              "negative fee"))
+        if table.name in ("benchmark", "targets"):
+            rules.append(Rule("ExpectColumnValuesToBeBetween",
+                              {"column": "weight", "min_value": 0, "max_value": 1
+                               if table.name == "targets" else None},
+                              "weight out of range"))
+        problems += q.validate(f"eod_input_{table.name}", files[table.name], frame, rules,
+                               table.name)
+    # references between inputs
+    known_exec = f["executions"]["exec_id"].to_list()
+    problems += q.validate("eod_input_fills_refs", files["fills"], f["fills"], [
+        Rule("ExpectColumnValuesToBeInSet", {"column": "exec_id", "value_set": known_exec},
+             "fill of an execution that is not in the executions file"),
+        Rule("ExpectColumnValuesToBeInSet",
+             {"column": "order_id", "value_set": f["blocks"]["order_id"].to_list()},
+             "fill of a block that is not in the blocks file")], "fills")
+    problems += q.validate("eod_input_lots_refs", files["lots"], f["lots"], [
+        Rule("ExpectColumnValuesToBeInSet",
+             {"column": "order_id", "value_set": f["blocks"]["order_id"].to_list()},
+             "lot of a block that is not in the blocks file")], "lots")
+    needed = pl.concat([f["holdings"].select("symbol"), f["blocks"].select("symbol")]).unique()
+    unpriced = needed.join(f["market"].select("symbol"), on="symbol", how="anti")
+    problems += q.validate("eod_input_market_cover", files["market"], unpriced.select(
+        pl.col("symbol").alias("unpriced")), [
+        Rule("ExpectColumnValuesToBeNull", {"column": "unpriced"},
+             "an instrument held or traded today has no closing price")], "market")
+    days = f["history"]["date"].n_unique()
+    if days < config.var_window:
+        problems.append(Problem(
+            input="history", file=files["history"], severity=C, check="history_length",
+            column="date", message=f"VaR needs {config.var_window} days of returns, the file "
+                                   f"has {days}"))
+    return problems
 
 
 def _next_business_day(d: date) -> date:
@@ -311,21 +401,32 @@ def _write_report(path: Path, config: EodConfig, t: dict[str, pl.DataFrame],
 
 def run_eod(book: Book, inputs: EodInputs, config: EodConfig, out_dir: str | Path, *,
             accounts: pl.DataFrame | None = None, data_docs: bool = True) -> EodResult:
-    """The whole end of day: read, compute, write Parquet, validate outputs, report.
+    """The whole end of day: read and check the inputs, compute, write Parquet, check the
+    outputs, report.
 
-    Raises :class:`BatchInputError` when an input cannot be read as its schema says; output
-    check failures are returned in :attr:`EodResult.problems` (and shown in the report).
+    Raises :class:`BatchInputError` when an input cannot be read as its schema says or fails a
+    content check (nulls, duplicates, unknown accounts or instruments, non-positive quantities
+    or prices, fills of unknown executions, unpriced instruments, too short a history); nothing
+    is written then but the Data Docs of the input checks. Warnings and output check failures
+    are returned in :attr:`EodResult.problems` (and shown in the report).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    frames = load_eod_inputs(inputs)
+    quality = Quality(out / "data_docs" if data_docs else None)
+    raw, files, read_problems = _read(inputs)
+    if critical(read_problems):
+        raise BatchInputError(read_problems)
+    input_problems = _check_inputs(quality, book, raw, files, config)
+    if critical(input_problems):
+        quality.build_docs()
+        raise BatchInputError([*read_problems, *input_problems])
+    frames = {n: f.drop(ROW) for n, f in raw.items()}
     tables = compute_eod(book, frames, config, accounts)
     paths: dict[str, Path] = {}
     for name, df in tables.items():
         paths[name] = out / f"{name}.parquet"
         df.write_parquet(paths[name])
-    quality = Quality(out / "data_docs" if data_docs else None)
-    problems = _check_outputs(quality, tables)
+    problems = [*read_problems, *input_problems, *_check_outputs(quality, tables)]
     docs = quality.build_docs()
     counts = {"blocks": frames["blocks"].height, "fills": frames["fills"].height}
     (out / "eod_problems.json").write_text(json.dumps(

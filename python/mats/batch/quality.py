@@ -85,6 +85,10 @@ class Quality:
                 warnings.simplefilter("ignore")
                 ctx = gx.get_context(mode="ephemeral")
             ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
+            # the ephemeral context comes with a site in a temporary folder: building the docs
+            # would write there too and leave it behind
+            for site in list(ctx.get_site_names()):
+                ctx.delete_data_docs_site(site)
             if self.docs_dir is not None:
                 ctx.add_data_docs_site(site_name="mats", site_config={
                     "class_name": "SiteBuilder",
@@ -185,7 +189,9 @@ def _in_order(rules: list[Rule], results: list[Any]) -> list[Any]:
             cfg = res.expectation_config
             if i in used or cfg.type != _snake(rule.expectation):
                 continue
-            if all(cfg.kwargs.get(k) == v for k, v in rule.kwargs.items()):
+            # False and None are defaults Great Expectations may leave out of its copy
+            if all(cfg.kwargs.get(k) == v for k, v in rule.kwargs.items()
+                   if v is not None and v is not False):
                 match = res
                 used.add(i)
                 break
