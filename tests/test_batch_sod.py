@@ -118,6 +118,8 @@ BAD = [
      "the file has a header but no rows"),
     ("empty cell", "cash", _set_cell(2, 1, ""), "ExpectColumnValuesToNotBeNull", "account_id",
      [2], "empty account_id"),
+    ("infinite price", "prices", _set_cell(3, 1, "inf"), "wrong_type", "price", [3],
+     "1 value is not a number: 'inf'"),
     ("negative price", "prices", _set_cell(3, 1, "-5.0"), "ExpectColumnValuesToBeBetween",
      "price", [3], "price must be positive (found -5.0)"),
     ("future price", "prices", _set_cell(2, 2, "2025-06-16"), "ExpectColumnValuesToBeBetween",
@@ -179,6 +181,13 @@ def test_wrong_type_in_parquet(book: Book, tmp_path: Path) -> None:
     (p,) = [p for p in result.problems if p.severity is Severity.CRITICAL]
     assert (p.check, p.column) == ("wrong_type", "price")
     assert p.message == "the column holds String, expected number"
+    pl.read_parquet(inputs.prices).with_columns(pl.col("price").cast(pl.Float64)).with_columns(
+        pl.when(pl.int_range(pl.len()) == 4).then(float("nan")).otherwise(pl.col("price"))
+        .alias("price")).write_parquet(inputs.prices)
+    result = _run(book, inputs, tmp_path)
+    (p,) = [p for p in result.problems if p.severity is Severity.CRITICAL]
+    assert (p.check, p.column, p.rows) == ("wrong_type", "price", [5])
+    assert p.message == "1 value is not a finite number: nan"
 
 
 def test_warnings_publish(book: Book, tmp_path: Path) -> None:

@@ -108,7 +108,8 @@ def _parse(col: Column, raw: pl.Expr) -> pl.Expr:
         case Kind.INT:
             return s.cast(pl.Int64, strict=False)
         case Kind.FLOAT:
-            return s.cast(pl.Float64, strict=False)
+            f = s.cast(pl.Float64, strict=False)
+            return pl.when(f.is_finite()).then(f)  # NaN and infinity are not numbers here
         case Kind.DATE:
             return s.str.to_date("%Y-%m-%d", strict=False)
         case Kind.DATETIME:
@@ -185,6 +186,18 @@ def read_table(path: str | Path, table: Table) -> Loaded:
         typed = raw.with_columns([
             (pl.col(c.name).cast(pl.String) if c.kind is Kind.STR
              else pl.col(c.name).cast(c.dtype)) for c in table.columns])
+        for col in table.columns:
+            if col.kind is not Kind.FLOAT:
+                continue
+            bad = typed.filter(pl.col(col.name).is_not_null() & ~pl.col(col.name).is_finite())
+            if bad.height:
+                problems.append(_problem(
+                    table, file, "wrong_type",
+                    f"{bad.height} value{'s are' if bad.height > 1 else ' is'} not a finite "
+                    f"number: {', '.join(repr(v) for v in bad[col.name].head(3).to_list())}",
+                    column=col.name, rows=bad[ROW].head(5).to_list(), count=bad.height))
+        if any(p.check == "wrong_type" for p in problems):
+            return Loaded(table, file, None, tuple(problems))
         return Loaded(table, file, typed, tuple(problems))
     typed = raw.with_columns([_parse(c, pl.col(c.name)).alias(c.name) for c in table.columns])
     for col in table.columns:
