@@ -30,10 +30,17 @@ def _run(book: Book, inputs: SodInputs, tmp: Path) -> SodResult:
     return run_sod(book, inputs, SodConfig(as_of=AS_OF), quarantine_dir=tmp / "quarantine")
 
 
-@pytest.mark.parametrize("fmt", ["csv", "parquet"])
-def test_generated_inputs_build_the_state(book: Book, tmp_path: Path, fmt: str) -> None:
-    inputs = write_sod_inputs(book, AS_OF, tmp_path / "in", fmt=fmt)  # type: ignore[arg-type]
-    result = _run(book, inputs, tmp_path)
+@pytest.fixture(scope="module", params=["csv", "parquet"])
+def generated(book: Book, tmp_path_factory: pytest.TempPathFactory,
+              request: pytest.FixtureRequest) -> tuple[str, SodInputs, SodResult, Path]:
+    tmp = tmp_path_factory.mktemp(f"sod-{request.param}")
+    inputs = write_sod_inputs(book, AS_OF, tmp / "in", fmt=request.param)
+    return request.param, inputs, _run(book, inputs, tmp), tmp
+
+
+def test_generated_inputs_build_the_state(
+        book: Book, generated: tuple[str, SodInputs, SodResult, Path]) -> None:
+    fmt, inputs, result, tmp_path = generated
     assert result.ok, result.problems
     assert [p for p in result.problems if p.severity is Severity.CRITICAL] == []
     by_id = {a.account_id: a for a in result.accounts}
@@ -62,9 +69,9 @@ def test_generated_inputs_build_the_state(book: Book, tmp_path: Path, fmt: str) 
     assert len(state) == len(book.accounts)
 
 
-def test_buying_power_and_settlement_by_hand(book: Book, tmp_path: Path) -> None:
-    inputs = write_sod_inputs(book, AS_OF, tmp_path / "in")
-    result = _run(book, inputs, tmp_path)
+def test_buying_power_and_settlement_by_hand(
+        book: Book, generated: tuple[str, SodInputs, SodResult, Path]) -> None:
+    _, _, result, _ = generated
     assert result.table is not None
     mandates = {m.mandate_id: m for m in book.mandates}
     for ref in book.accounts[:10]:
