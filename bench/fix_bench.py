@@ -337,6 +337,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.bare_acceptor:
         run_bare_acceptor(int(args.bare_acceptor[0]), Path(args.bare_acceptor[1]))
         return 0
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="mats-fix-bench-") as tmp_name:
         tmp = Path(tmp_name)
         cfg = kafka.settings(run_dir=tmp / "kafka", port=0, controller_port=0, env={},
@@ -367,7 +368,10 @@ def main(argv: list[str] | None = None) -> int:
             "bare_round_trip": "sendToTarget -> fromApp of the ExecutionReport",
         },
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "platform": platform.platform()},
+                    "platform": platform.platform(),
+                    # other work on the machine shares its cores with every process here
+                    "load_avg_1m_before": round(load_before[0], 2),
+                    "load_avg_1m_after": round(os.getloadavg()[0], 2)},
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     print(json.dumps(result, indent=2))

@@ -645,5 +645,20 @@ def test_interoperates_with_quickfixj_executor(procs: Procs, bus: Bus, tmp_path:
             executor.stdin.close()
 
 
+
+def test_gateway_stops_on_sigterm_even_when_kafka_is_gone(procs: Procs, tmp_path: Path) -> None:
+    """The last test of the module: it stops the module's Kafka broker."""
+    port = free_port()
+    procs.sim(port, "sim")
+    cfg = write_config(tmp_path / "g.yaml", {"fixt": {"protocol": "fix", "port": port}},
+                       procs.broker)
+    gw = procs.gateway("fixt", cfg)
+    log = tmp_path / "gw-fixt.log"
+    wait_for(lambda: "session logged_on" in log.read_text(), "the logon", gw, log)
+    kafka.down(procs.broker, timeout=30)
+    gw.send_signal(signal.SIGTERM)
+    assert gw.wait(timeout=WAIT_S) == 0, log.read_text()[-3000:]
+
+
 if __name__ == "__main__":
     run_rogue_acceptor(int(sys.argv[1]), Path(sys.argv[2]))

@@ -417,6 +417,14 @@ def parse_cancel_reject(m: Any) -> CancelReject:
 
 def order_fields(m: Any) -> tuple[str, str, str, int, float | None]:
     """(ClOrdID, symbol, side, quantity, limit price) of a D or G message."""
-    price = get(m, PRICE)
-    limit = float(price) if get(m, ORD_TYPE) == "2" and price else None
-    return get(m, CL_ORD_ID), get(m, SYMBOL), side_of(m), _qty(m, ORDER_QTY), limit
+    return order_fields_of(fields_of(m))
+
+
+def order_fields_of(f: dict[int, str]) -> tuple[str, str, str, int, float | None]:
+    """:func:`order_fields` from the fields of :func:`fields_of`."""
+    side = f.get(SIDE, "")
+    if side not in _SIDE_NAMES:
+        raise ValueError(f"side {side!r} is not buy (1) or sell (2)")
+    price = f.get(PRICE)
+    limit = float(price) if f.get(ORD_TYPE) == "2" and price else None
+    return f.get(CL_ORD_ID, ""), f.get(SYMBOL, ""), _SIDE_NAMES[side], _int(f, ORDER_QTY), limit

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
+from typing import NamedTuple
 
 from pydantic import ValidationError
 
@@ -39,7 +40,7 @@ from mats.blocks import ChildOrder
 from mats.executions import TERMINAL, ExecutionReport, OrdStatus, report_event_id
 from mats.gateway.models import BrokerReport, exec_type_of, ord_status_of
 
-__all__ = ["Ingested", "Journal", "OrderRecord", "Outcome", "RequestRecord"]
+__all__ = ["Ingested", "Journal", "OrderRecord", "Outcome", "Pending", "RequestRecord"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS orders (
@@ -118,12 +119,21 @@ class RequestRecord:
     request_id: str | None
 
 
+class Pending(NamedTuple):
+    """A report waiting in the outbox: its exec id, Kafka key (block id) and JSON."""
+
+    exec_id: str
+    key: bytes
+    payload: bytes
+
+
 @dataclass
 class Ingested:
     """The result of :meth:`Journal.ingest`."""
 
     outcome: Outcome
     report: ExecutionReport | None = None  # for PUBLISH
+    pending: Pending | None = None  # for PUBLISH: what goes to Kafka
     order: OrderRecord | None = None
     request: RequestRecord | None = None
     message: str = ""
@@ -356,9 +366,11 @@ class Journal:
             return Ingested(Outcome.INVALID, order=rec, request=req, message=(
                 f"report {report.exec_id} of {rec.child_order_id} is not a valid execution "
                 f"report: {'.'.join(map(str, first['loc']))}: {first['msg']}"))
-        self._remember(db, report.exec_id, rec.child_order_id, out.model_dump_json())
+        payload = out.model_dump_json()
+        self._remember(db, report.exec_id, rec.child_order_id, payload)
         self._save_order(db, rec)
-        return Ingested(Outcome.PUBLISH, report=out, order=rec, request=req, alerts=alerts)
+        return Ingested(Outcome.PUBLISH, report=out, order=rec, request=req, alerts=alerts,
+                        pending=Pending(out.exec_id, out.order_id.encode(), payload.encode()))
 
     def record_report(self, out: ExecutionReport) -> bool:
         """Put a report the gateway made itself (a reject of its own) in the outbox.
@@ -375,12 +387,20 @@ class Journal:
                 self._save_order(db, rec)
             return True
 
-    def unpublished(self, limit: int = 10_000) -> list[ExecutionReport]:
+    def unpublished(self) -> list[ExecutionReport]:
         """Reports in the outbox that Kafka has not acknowledged yet, oldest first."""
+        return [ExecutionReport.model_validate_json(p.payload) for p in self.pending()]
+
+    def pending(self) -> list[Pending]:
+        """The outbox as it goes to Kafka, oldest first."""
         with self._lock:
-            rows = self._db.execute("SELECT payload FROM reports WHERE published = 0 "
-                                    "ORDER BY seq LIMIT ?", (limit,)).fetchall()
-        return [ExecutionReport.model_validate(json.loads(p)) for (p,) in rows]
+            rows = self._db.execute("SELECT exec_id, payload FROM reports WHERE published = 0 "
+                                    "ORDER BY seq").fetchall()
+        out = []
+        for exec_id, payload in rows:
+            key = json.loads(payload)["order_id"]
+            out.append(Pending(exec_id, str(key).encode(), str(payload).encode()))
+        return out
 
     def mark_published(self, exec_ids: Iterable[str]) -> None:
         with self._tx() as db:

@@ -34,9 +34,9 @@ import os
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import ValidationError
+from pydantic import Field, TypeAdapter, ValidationError
 
 from mats import kafka
 from mats.blocks import ALERTS_TOPIC, Alert, ChildOrder, Reason, Severity, event_id
@@ -51,7 +51,7 @@ from mats.executions import (
     report_event_id,
 )
 from mats.gateway.connectors import Connector, make_connector
-from mats.gateway.journal import Ingested, Journal, OrderRecord, Outcome
+from mats.gateway.journal import Ingested, Journal, OrderRecord, Outcome, Pending
 from mats.gateway.models import (
     STATUS_TOPIC,
     BrokerReport,
@@ -114,7 +114,14 @@ def _problem(code: str, message: str, loc: tuple[str | int, ...] = ()) -> Proble
     return Problem(code=code, loc=list(loc), field=render_loc(loc), message=message)
 
 
-def parse_order_message(value: bytes | None) -> ChildOrder | CancelRequest | ReplaceRequest:
+OrderMessage = ChildOrder | CancelRequest | ReplaceRequest
+# one pass of pydantic's JSON parser for a good message; a bad one is looked at again, slowly,
+# for the reasons (parse_order_message)
+_FAST: TypeAdapter[OrderMessage] = TypeAdapter(
+    Annotated[OrderMessage, Field(discriminator="kind")])
+
+
+def parse_order_message(value: bytes | None) -> OrderMessage:
     """The child order, cancel or replace a message of an order topic carries.
 
     Raises
@@ -123,6 +130,11 @@ def parse_order_message(value: bytes | None) -> ChildOrder | CancelRequest | Rep
         ``NOT_JSON``, ``NOT_AN_OBJECT``, ``UNKNOWN_KIND``, ``MISSING_FIELD`` or
         ``INVALID_FIELD``, with the field.
     """
+    if value:
+        try:
+            return _FAST.validate_json(value)
+        except ValidationError:
+            pass
     if value is None or not value.strip():
         raise SignalError([_problem(NOT_JSON, "empty message")])
     try:
@@ -147,6 +159,16 @@ def parse_order_message(value: bytes | None) -> ChildOrder | CancelRequest | Rep
             code = MISSING_FIELD if err["type"] == "missing" else INVALID_FIELD
             problems.append(_problem(code, message, loc))
         raise SignalError(problems, journey) from None
+
+
+async def _bounded(step: Any, timeout: float = 5.0) -> None:
+    """Await one shutdown step for at most ``timeout`` seconds, whatever it raises.
+
+    aiokafka's clients can raise CancelledError out of their own stop when the cluster is
+    gone (their background tasks are cancelled under them); at shutdown that is not ours.
+    """
+    with contextlib.suppress(Exception, asyncio.CancelledError):
+        await asyncio.wait_for(step, timeout)
 
 
 class _Cursor:
@@ -193,10 +215,12 @@ class Gateway:
         self._logged_on_before = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ready = asyncio.Event()
-        self._outbox: asyncio.Queue[ExecutionReport] = asyncio.Queue()
+        self._outbox: asyncio.Queue[Pending] = asyncio.Queue()
         self._alerts: asyncio.Queue[tuple[str, Alert]] = asyncio.Queue()
         self._status_now = asyncio.Event()
         self._throttle = Throttle(config.max_msgs_per_s)
+        self._handled: dict[Any, int] = {}  # TopicPartition -> next offset, to commit
+        self._commit_now = asyncio.Event()
         self._producer: Any = None
         self._consumer: Any = None
 
@@ -231,7 +255,8 @@ class Gateway:
             out = self._own_report(rec, f"reject:{cl_ord_id}", ExecType.REJECTED,
                                    OrdStatus.REJECTED, f"{source}: {text}")
             if self.journal.record_report(out):
-                self._call(self._outbox.put_nowait, out)
+                self._call(self._outbox.put_nowait, Pending(
+                    out.exec_id, out.order_id.encode(), out.model_dump_json().encode()))
         self._call(self._problem, f"{source} refused {req.kind} {cl_ord_id} of "
                                   f"{req.child_order_id}: {text}", rec)
 
@@ -294,8 +319,8 @@ class Gateway:
         self._alerts.put_nowait((oid, alert))
 
     def _after_ingest(self, report: BrokerReport, result: Ingested) -> None:
-        if result.outcome is Outcome.PUBLISH and result.report is not None:
-            self._outbox.put_nowait(result.report)
+        if result.outcome is Outcome.PUBLISH and result.pending is not None:
+            self._outbox.put_nowait(result.pending)
             for text in result.alerts:
                 self._problem(text, result.order)
         elif result.outcome is Outcome.DUPLICATE:
@@ -406,19 +431,32 @@ class Gateway:
                 for msg in msgs:
                     await self._handle(msg, new)
                 await self._flush(new)
-                await self._consumer.commit({TopicPartition(tp.topic, tp.partition):
-                                             msgs[-1].offset + 1})
+                # handled: the broker has it and the journal says so
+                self._handled[TopicPartition(tp.topic, tp.partition)] = msgs[-1].offset + 1
+                self._commit_now.set()
+
+    async def _commit(self) -> None:
+        """Commit the handled offsets, off the orders' path (at most one commit in flight).
+
+        An offset handled but not yet committed when the process dies is read again after a
+        restart, and the journal knows those orders: they are not sent again.
+        """
+        while True:
+            await self._commit_now.wait()
+            self._commit_now.clear()
+            offsets, self._handled = self._handled, {}
+            if offsets:
+                await self._consumer.commit(offsets)
 
     async def _publish(self) -> None:
-        for old in self.journal.unpublished():
+        for old in self.journal.pending():
             self._outbox.put_nowait(old)
         while True:
             batch = [await self._outbox.get()]
             while not self._outbox.empty() and len(batch) < 1000:
                 batch.append(self._outbox.get_nowait())
-            futures = [await self._producer.send(EXEC_REPORTS_TOPIC,
-                                                 r.model_dump_json().encode(),
-                                                 key=r.order_id.encode()) for r in batch]
+            futures = [await self._producer.send(EXEC_REPORTS_TOPIC, r.payload, key=r.key)
+                       for r in batch]
             await asyncio.gather(*futures)
             self.journal.mark_published(r.exec_id for r in batch)
             self.reports_published += len(batch)
@@ -460,7 +498,7 @@ class Gateway:
                                           client_id=f"mats-gateway-{self.name}")
         self._consumer = AIOKafkaConsumer(
             self.topic, bootstrap_servers=servers, group_id=f"mats-gateway-{self.name}",
-            enable_auto_commit=False, auto_offset_reset="earliest", fetch_max_wait_ms=50,
+            enable_auto_commit=False, auto_offset_reset="earliest", fetch_max_wait_ms=10,
             client_id=f"mats-gateway-{self.name}")
         await self._producer.start()
         tasks: list[asyncio.Task[None]] = []
@@ -471,6 +509,7 @@ class Gateway:
                      asyncio.create_task(self._publish_status(), name="status")]
             await self.connector.start()
             tasks.append(asyncio.create_task(self._consume(), name="consume"))
+            tasks.append(asyncio.create_task(self._commit(), name="commit"))
             stopper = asyncio.create_task(stop.wait(), name="stop")
             done, _ = await asyncio.wait([*tasks, stopper],
                                          return_when=asyncio.FIRST_COMPLETED)
@@ -486,12 +525,12 @@ class Gateway:
             for t in tasks:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await t
-            with contextlib.suppress(Exception):
-                await self._producer.send_and_wait(STATUS_TOPIC,
-                                                   self.status().model_dump_json().encode(),
-                                                   key=self.name.encode())
-            with contextlib.suppress(Exception):
-                await self._consumer.stop()
-            with contextlib.suppress(Exception):
-                await self._producer.stop()
+            # each step bounded: a stop must not hang on a Kafka that went away (what is not
+            # committed or published here is done again from the journal after a restart)
+            if self._handled:  # what was handled before the stop
+                await _bounded(self._consumer.commit(self._handled))
+            await _bounded(self._producer.send_and_wait(
+                STATUS_TOPIC, self.status().model_dump_json().encode(), key=self.name.encode()))
+            await _bounded(self._consumer.stop())
+            await _bounded(self._producer.stop())
             self.journal.close()

@@ -234,9 +234,13 @@ class FixSimulator:
 
     def on_request(self, kind: str, m: Any, session: str) -> None:
         """Queue one application message for the engine (called on QuickFIX's thread)."""
+        f = fixwire.fields_of(m)
+        # a resend (PossDup) of a request the venue already has is dropped: never a second
+        # order, cancel or replace
+        dup = f.get(fixwire.POSS_DUP) == "Y" or f.get(fixwire.POSS_RESEND) == "Y"
+        cl = f.get(fixwire.CL_ORD_ID, "")
         if kind == "D":
-            cl, symbol, side, qty, limit = fixwire.order_fields(m)
-            dup = fixwire.poss_dup(m)
+            _, symbol, side, qty, limit = fixwire.order_fields_of(f)
 
             def new(v: Venue) -> list[tuple[str, Message]]:
                 if dup and v.knows(cl):
@@ -245,20 +249,16 @@ class FixSimulator:
                 return v.new_order(session, cl, symbol, side, qty, limit)
             self.engine.submit(new)
         elif kind == "F":
-            cl = fixwire.get(m, fixwire.CL_ORD_ID)
-            orig = fixwire.get(m, fixwire.ORIG_CL_ORD_ID)
-            dup = fixwire.poss_dup(m)
+            orig = f.get(fixwire.ORIG_CL_ORD_ID, "")
             self.engine.submit(lambda v: [] if dup and v.knows(cl)
                                else v.cancel(session, cl, orig))
         elif kind == "G":
-            cl, _symbol, _side, qty, limit = fixwire.order_fields(m)
-            orig = fixwire.get(m, fixwire.ORIG_CL_ORD_ID)
-            dup = fixwire.poss_dup(m)
+            _, _symbol, _side, qty, limit = fixwire.order_fields_of(f)
+            orig = f.get(fixwire.ORIG_CL_ORD_ID, "")
             self.engine.submit(lambda v: [] if dup and v.knows(cl)
                                else v.replace(session, cl, orig, qty, limit))
         else:
-            cl = fixwire.get(m, fixwire.CL_ORD_ID)
-            symbol, side = fixwire.get(m, fixwire.SYMBOL), fixwire.side_of(m)
+            symbol, side = f.get(fixwire.SYMBOL, ""), fixwire.side_of(m)
             self.engine.submit(lambda v: v.status(session, cl, symbol, side))
 
     def _deliver(self, session: str, msg: Message) -> bool:
