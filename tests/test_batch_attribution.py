@@ -69,3 +69,15 @@ def test_allocation_effect() -> None:
     assert r["drift_effect"] == pytest.approx(-0.1 * 0.1 + -0.1 * -0.1 + 0.2 * 0.0)
     assert r["cash_weight"] == pytest.approx(0.2)
     assert r["cash_drag"] == pytest.approx(0.2 * (0.0 - 0.01))
+
+
+def test_net_short_book_is_left_out() -> None:
+    market = pl.DataFrame({"symbol": ["A"], "prev_close": [10.0], "close": [11.0]})
+    instruments = pl.DataFrame({"symbol": ["A"], "sector": ["Tech"]})
+    holdings = pl.DataFrame({"account_id": ["L", "S"], "symbol": ["A", "A"],
+                             "quantity": [100, -100]})
+    bench = pl.DataFrame({"symbol": ["A"], "weight": [1.0]})
+    sw = sector_weights(holdings, market, instruments, bench)
+    # S is net short and the firm net flat: neither has weights to attribute
+    assert sorted(set(sw["account_id"])) == ["L"]
+    assert sw.filter(pl.col("account_id") == "L")["wp"].to_list() == [1.0]

@@ -132,7 +132,11 @@ def test_unreadable_input_is_refused(book: Book, tmp_path: Path) -> None:
      r"history\.parquet, column date: VaR needs 250 days of returns, the file has \d+"),
     ("lots", lambda df: pl.concat([df, df.head(1)]),
      r"lots\.parquet, column order_id, account_id, rows 1, \d+: duplicate rows"),
-], ids=["unknown account", "unknown execution", "short history", "duplicate lot"])
+    ("history", lambda df: df.filter(pl.col("symbol") != "DLY"),  # ACC-001 holds DLY
+     r"history\.parquet, column no_returns: an instrument held or traded today has no return "
+     r"history \(found 'DLY'\)"),
+], ids=["unknown account", "unknown execution", "short history", "duplicate lot",
+        "history gap"])
 def test_bad_input_content_is_refused(book: Book, tmp_path: Path, name: str,
                                       change: object, message: str) -> None:
     inputs = write_eod_inputs(book, DAY, tmp_path / "in", n_blocks=5, history_days=260)

@@ -13,7 +13,8 @@ benchmark weights ``wp_i, wb_i``, sector returns ``rp_i, rb_i`` and benchmark re
 and the three add up, over sectors, to ``Rp - Rb``. A sector the portfolio does not hold takes
 ``rp_i = rb_i`` (no selection); a sector outside the benchmark takes ``rb_i = rp_i``, so the
 off-benchmark bet is all allocation. The day is one period: weights are the start-of-day market
-values over the invested total, returns are ``close / prev_close - 1``.
+values over the invested total (an account whose net invested value is not positive is left
+out), returns are ``close / prev_close - 1``.
 
 [1] G. P. Brinson and N. Fachler, "Measuring non-US equity portfolio performance", *Journal of
     Portfolio Management* 11(3), 73-76, 1985.
@@ -67,6 +68,8 @@ def sector_weights(holdings: pl.DataFrame, market: pl.DataFrame, instruments: pl
     pos = (h.join(market.select("symbol", "prev_close"), on="symbol")
            .join(rets, on="symbol").join(instruments.select("symbol", "sector"), on="symbol")
            .with_columns((pl.col("quantity") * pl.col("prev_close")).alias("mv"))
+           # weights need a positive invested total: a net-flat or net-short book is left out
+           .filter(pl.col("mv").sum().over("account_id") > 0)
            .with_columns((pl.col("mv") / pl.col("mv").sum().over("account_id")).alias("w")))
     port = pos.group_by("account_id", "sector").agg(
         pl.col("w").sum().alias("wp"), (pl.col("w") * pl.col("ret")).sum().alias("_wr"))

@@ -182,6 +182,11 @@ def _check_inputs(q: Quality, book: Book, f: dict[str, pl.DataFrame], files: dic
         pl.col("symbol").alias("unpriced")), [
         Rule("ExpectColumnValuesToBeNull", {"column": "unpriced"},
              "an instrument held or traded today has no closing price")], "market")
+    no_history = needed.join(f["history"].select("symbol").unique(), on="symbol", how="anti")
+    problems += q.validate("eod_input_history_cover", files["history"], no_history.select(
+        pl.col("symbol").alias("no_returns")), [
+        Rule("ExpectColumnValuesToBeNull", {"column": "no_returns"},
+             "an instrument held or traded today has no return history")], "history")
     days = f["history"]["date"].n_unique()
     if days < config.var_window:
         problems.append(Problem(
