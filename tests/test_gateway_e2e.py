@@ -464,6 +464,34 @@ def test_unknown_ids_and_out_of_order_reports_are_alerted_not_fatal(
     bus.wait(lambda: any(s.last_error for s in bus.status("fixr")), "error status", watch)
 
 
+def test_garbage_from_the_broker_side_then_a_real_broker(procs: Procs, bus: Bus,
+                                                        tmp_path: Path) -> None:
+    """A "broker" that answers the logon with garbage: the gateway reconnects, never dies."""
+    port = free_port()
+    server = socket.create_server(("127.0.0.1", port))
+    cfg = write_config(tmp_path / "g.yaml", {"fixg": {"protocol": "fix", "port": port}},
+                       procs.broker)
+    gw = procs.gateway("fixg", cfg)
+    watch = [(gw, tmp_path / "gw-fixg.log")]
+    server.settimeout(WAIT_S)
+    try:
+        conn, _ = server.accept()
+        with conn:
+            conn.settimeout(WAIT_S)
+            assert b"35=A" in conn.recv(4096)  # its logon
+            conn.sendall(b"\x00\xff\xfegarbage8=FIX.4.4\x019=12\x0135=Z\x0110=000\x01"
+                         b"8=FIX.4.4\x019=999\x0135=8\x01" + b"\x07" * 200)
+    finally:
+        server.close()
+    bus.wait(lambda: any(s.state == "reconnecting" and s.last_error
+                         for s in bus.status("fixg")), "the reconnecting status", watch)
+    procs.sim(port, "sim")
+    o = child(1, "fixg", tag="gg")
+    bus.send("fixg", o)
+    bus.wait(lambda: bus.filled(o.child_order_id) == 500, "a fill from the real broker", watch)
+    assert gw.poll() is None
+
+
 def test_restart_reconciles_orders_it_may_not_have_sent(procs: Procs, bus: Bus,
                                                         tmp_path: Path) -> None:
     """A gateway that died between recording an order and sending it asks before sending."""
