@@ -126,7 +126,7 @@ def test_unreadable_input_is_refused(book: Book, tmp_path: Path) -> None:
     ("fills", lambda df: df.with_columns(
         pl.when(pl.int_range(pl.len()) == 2).then(pl.lit("E-UNKNOWN"))
         .otherwise(pl.col("exec_id")).alias("exec_id")),
-     r"fills\.parquet, column exec_id, row 3: fill of an execution that is not in the "
+     r"fills\.parquet, column unknown_exec_id, row 3: fill of an execution that is not in the "
      r"executions file \(found 'E-UNKNOWN'\)"),
     ("history", lambda df: df.filter(pl.col("date") > date(2024, 12, 31)),
      r"history\.parquet, column date: VaR needs 250 days of returns, the file has \d+"),

@@ -164,17 +164,23 @@ def _check_inputs(q: Quality, book: Book, f: dict[str, pl.DataFrame], files: dic
                               "weight out of range"))
         problems += q.validate(f"eod_input_{table.name}", files[table.name], frame, rules,
                                table.name)
-    # references between inputs
-    known_exec = f["executions"]["exec_id"].to_list()
-    problems += q.validate("eod_input_fills_refs", files["fills"], f["fills"], [
-        Rule("ExpectColumnValuesToBeInSet", {"column": "exec_id", "value_set": known_exec},
+    # references between inputs, as derived columns (a value set of every execution id would
+    # be as large as the day)
+    def unknown(frame: pl.DataFrame, col: str, known: pl.DataFrame, alias: str) -> pl.DataFrame:
+        ok = known.select(pl.col(col).unique(), pl.lit(True).alias("_known"))
+        return frame.join(ok, on=col, how="left", maintain_order="left").select(
+            ROW, pl.when(pl.col("_known").is_null()).then(pl.col(col)).alias(alias))
+
+    fills_refs = unknown(f["fills"], "exec_id", f["executions"], "unknown_exec_id").with_columns(
+        unknown(f["fills"], "order_id", f["blocks"], "unknown_order_id")["unknown_order_id"])
+    problems += q.validate("eod_input_fills_refs", files["fills"], fills_refs, [
+        Rule("ExpectColumnValuesToBeNull", {"column": "unknown_exec_id"},
              "fill of an execution that is not in the executions file"),
-        Rule("ExpectColumnValuesToBeInSet",
-             {"column": "order_id", "value_set": f["blocks"]["order_id"].to_list()},
+        Rule("ExpectColumnValuesToBeNull", {"column": "unknown_order_id"},
              "fill of a block that is not in the blocks file")], "fills")
-    problems += q.validate("eod_input_lots_refs", files["lots"], f["lots"], [
-        Rule("ExpectColumnValuesToBeInSet",
-             {"column": "order_id", "value_set": f["blocks"]["order_id"].to_list()},
+    problems += q.validate("eod_input_lots_refs", files["lots"],
+                           unknown(f["lots"], "order_id", f["blocks"], "unknown_order_id"), [
+        Rule("ExpectColumnValuesToBeNull", {"column": "unknown_order_id"},
              "lot of a block that is not in the blocks file")], "lots")
     needed = pl.concat([f["holdings"].select("symbol"), f["blocks"].select("symbol")]).unique()
     unpriced = needed.join(f["market"].select("symbol"), on="symbol", how="anti")
