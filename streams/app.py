@@ -54,13 +54,14 @@ import functools
 import json
 import logging
 import os
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import faust
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TransportT
 from sqlalchemy.exc import OperationalError
@@ -119,6 +120,20 @@ def db_url(env: dict[str, str] | None = None) -> str:
 def store() -> Store:
     """The worker's SQL store (:func:`db_url`), opened and migrated once per process."""
     return Store(db_url())
+
+
+def session_timeout_s(env: dict[str, str] | None = None) -> float:
+    """How long a silent worker keeps its partitions: ``MATS_SESSION_TIMEOUT_S`` (default 10)."""
+    env = dict(os.environ) if env is None else env
+    text = env.get("MATS_SESSION_TIMEOUT_S") or "10"
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 6.0 <= value <= 300.0:  # the broker's own bounds (group.min/max.session.timeout.ms)
+        raise MatsError(f"MATS_SESSION_TIMEOUT_S must be a number of seconds from 6 to 300, "
+                        f"not {text!r}", ("MATS_SESSION_TIMEOUT_S",))
+    return value
 
 
 class GatewayMissing(MatsError):
@@ -195,6 +210,12 @@ app = MatsApp(
     # topic (blocks and sink on mats.blocks) that wait can hang. Their offsets are not
     # committed, so they are read again on restart; every event is recorded by its event id.
     stream_wait_empty=False,
+    # A worker that dies is noticed after the session timeout; then its partitions, and the
+    # sequenced desk with them, go to a worker still alive.
+    broker_session_timeout=session_timeout_s(),
+    broker_heartbeat_interval=min(3.0, session_timeout_s() / 3),
+    # the second worker keeps a standby copy of the journal, so a takeover replays from memory
+    table_standby_replicas=1,
 )
 
 _SPECS = {spec.name: spec for spec in kafka.TOPICS}
@@ -324,9 +345,21 @@ async def intake(stream: faust.StreamT[bytes]) -> AsyncIterator[BlockOrder | Dea
             yield order
 
 
-async def _dead_letter(event: faust.EventT[Any], error: SignalError, value: Any,
+class _Message(Protocol):
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def key(self) -> Any: ...
+    @property
+    def timestamp(self) -> float | None: ...
+
+
+async def _dead_letter(message: _Message, error: SignalError, value: Any,
                        stage: str) -> DeadLetter:
-    message = event.message
     letter = dead_letter(value, error, topic=message.topic, partition=message.partition,
                          offset=message.offset, key=message.key, timestamp=message.timestamp,
                          stage=stage)
@@ -344,6 +377,9 @@ journal = app.Table("journal", partitions=kafka.SEQUENCED_PARTITIONS, key_type=s
                     value_type=bytes, help="the sequenced desk's journal (mats.desk)")
 marks = app.Table("marks", partitions=kafka.SEQUENCED_PARTITIONS, key_type=str,
                   value_type=bytes, help="the newest live price per symbol")
+
+
+_Taken = JournalEntry | DeadLetter  # what a sequenced agent did with one input
 
 
 @dataclass
@@ -390,9 +426,73 @@ async def _on_revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) ->
     reset_desk()
 
 
-def _source(event: faust.EventT[Any]) -> SourceRef:
-    m = event.message
-    return SourceRef(topic=m.topic, partition=m.partition, offset=m.offset)
+@dataclass(frozen=True)
+class _Input:
+    """One message of a sequenced topic: as an agent got it, or read again from Kafka."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: Any
+    value: Any  # what the agent's topic gives (a BlockRecord, bytes), or the raw bytes
+    timestamp: float | None
+
+    @classmethod
+    def of(cls, event: faust.EventT[Any]) -> _Input:
+        m = event.message
+        return cls(m.topic, m.partition, m.offset, m.key, event.value, m.timestamp)
+
+    @property
+    def source(self) -> SourceRef:
+        return SourceRef(topic=self.topic, partition=self.partition, offset=self.offset)
+
+
+async def _read_again(topic: str, partition: int, start: int, stop: int) -> list[_Input]:
+    """The messages of one partition from ``start`` up to (not including) ``stop``, read
+    straight from Kafka by a consumer of no group."""
+    tp = TopicPartition(topic, partition)
+    consumer = AIOKafkaConsumer(bootstrap_servers=kafka.settings().bootstrap_servers,
+                                enable_auto_commit=False)
+    await consumer.start()
+    out: list[_Input] = []
+    try:
+        consumer.assign([tp])
+        consumer.seek(tp, start)
+        while await consumer.position(tp) < stop:
+            for record in (await consumer.getmany(tp, timeout_ms=1000)).get(tp, []):
+                if record.offset < stop:
+                    out.append(_Input(topic, partition, record.offset, record.key,
+                                      record.value, record.timestamp / 1000))
+    finally:
+        await consumer.stop()
+    return out
+
+
+async def _take_in_order(inp: _Input, take: Callable[[_Input], Awaitable[_Taken]],
+                         ) -> list[_Taken]:
+    """Takes ``inp`` in offset order: first whatever of its partition was passed over.
+
+    The desk takes each sequenced partition's messages one after another, by offset. Faust's
+    consumer can pass over messages while its flow is suspended (a rebalance, a table
+    recovery) and then deliver later ones, and its committed offset can pass them too. The
+    desk knows the next offset it must take (from the journal; before any input, the
+    partition's first offset): when a later message comes, the ones between are read straight
+    from Kafka and taken first. A message taken before is taken again harmlessly (its entry's
+    outbox is published again).
+    """
+    expected = desk().next_offset(inp.topic, inp.partition)
+    if expected is None:
+        tp = faust.types.TP(inp.topic, inp.partition)
+        expected = (await app.consumer.earliest_offsets(tp)).get(tp, 0)
+    results: list[_Taken] = []
+    if inp.offset > expected:
+        missed = await _read_again(inp.topic, inp.partition, expected, inp.offset)
+        log.warning("desk: %s:%d went from %d to %d; %d passed over, taken now",
+                    inp.topic, inp.partition, expected, inp.offset, len(missed))
+        for m in missed:
+            results.append(await take(m))
+    results.append(await take(inp))
+    return results
 
 
 async def _publish(out: Sequence[OutMessage]) -> None:
@@ -400,34 +500,41 @@ async def _publish(out: Sequence[OutMessage]) -> None:
         await _out_topic(o.topic).send(key=o.key, value=o.value.encode())
 
 
-async def _sequenced(event: faust.EventT[Any],
-                     apply: Callable[[Desk, SourceRef, datetime], JournalEntry]) -> JournalEntry:
+async def _sequenced(inp: _Input,
+                     apply: Callable[[Desk, SourceRef, datetime], JournalEntry | int],
+                     ) -> JournalEntry:
     """Applies one input to the desk, journals it, and publishes what it made.
 
-    An input already in the journal (read again after a crash) is not applied again: its
-    outbox is published again instead, since the crash may have lost some of it.
+    An input already in the journal (read again after a crash), or a block order that repeats
+    one (published again by intake after a crash), is not applied again: the outbox of its
+    entry is published again instead, since the crash may have lost some of it.
     """
     state = desk()
-    source = _source(event)
+    source = inp.source
     seq = state.applied(source)
-    if seq is not None:
+    applied = seq if seq is not None else apply(state, source, datetime.now(UTC))
+    if isinstance(applied, int):
+        seq = applied
+        state.handled(source)
         entry = JournalEntry.model_validate_json(journal[journal_key(seq)])
         log.info("desk: %s:%d@%d was applied as entry %d; publishing its outbox again",
                  source.topic, source.partition, source.offset, seq)
     else:
-        entry = apply(state, source, datetime.now(UTC))
+        entry = applied
         # one table write per input: in the changelog whole, or not at all
         journal[entry.key()] = entry.model_dump_json().encode()
     await _publish(entry.out)
     return entry
 
 
-def _apply_block(order: BlockOrder, d: Desk, source: SourceRef, at: datetime) -> JournalEntry:
-    return d.block(order, source, at)
+def _apply_block(order: BlockOrder, d: Desk, source: SourceRef,
+                 at: datetime) -> JournalEntry | int:
+    repeated = d.repeat_of(order)
+    return repeated if repeated is not None else d.block(order, source, at)
 
 
 def _apply_report(report: ExecutionReport, d: Desk, source: SourceRef,
-                  at: datetime) -> JournalEntry:
+                  at: datetime) -> JournalEntry | int:
     return d.execution(report, source, at)
 
 
@@ -441,7 +548,7 @@ async def marketdata(stream: faust.StreamT[bytes]) -> AsyncIterator[PriceTick | 
         try:
             tick = validate_tick(event.value, known)
         except SignalError as e:
-            yield await _dead_letter(event, e, event.value, stage="marketdata")
+            yield await _dead_letter(event.message, e, event.value, stage="marketdata")
             continue
         out = desk().tick(tick)
         if out is not None:
@@ -456,34 +563,60 @@ def _failed(code: str, e: Exception, journey_id: str | None) -> SignalError:
     return SignalError([problem], journey_id=journey_id)
 
 
+async def _take_block(inp: _Input) -> _Taken:
+    record: BlockRecord | None = None
+    try:
+        record = inp.value if isinstance(inp.value, BlockRecord) else BlockRecord.loads(
+            inp.value)
+        order = record.to_order()
+    except Exception as e:  # not a block order after all: kept with the reason
+        desk().handled(inp.source)
+        journey = record.journey_id if record is not None else None
+        value = json.dumps(record.asdict(), default=str) if record is not None else inp.value
+        return await _dead_letter(inp, _failed("INVALID_BLOCK", e, journey), value,
+                                  stage="blocks")
+    try:
+        return await _sequenced(inp, functools.partial(_apply_block, order))
+    except Exception as e:  # a bug or a core refusal must not stop the stream
+        desk().handled(inp.source)
+        return await _dead_letter(inp, _failed("BLOCK_FAILED", e, order.journey_id),
+                                  order.model_dump_json(), stage="blocks")
+
+
 @app.agent(blocks_topic)
-async def blocks(stream: faust.StreamT[BlockRecord]) -> AsyncIterator[JournalEntry | DeadLetter]:
+async def blocks(stream: faust.StreamT[BlockRecord]) -> AsyncIterator[_Taken]:
     """Block orders in; allocation instructions, child orders and alerts out.
 
     One core call per block (layer 1, allocation, layer 2; an accepted block reserves its lots
-    and opens one child order per broker), at the current time and marks, through the desk.
-    Yields the journal entry (what was published is its ``out``), or the dead letter of a
-    block it could not process, for tests and replies.
+    and opens one child order per broker), at the current time and marks, through the desk,
+    in offset order (:func:`_take_in_order`). Yields the journal entry (what was published is
+    its ``out``), or the dead letter of a block it could not process, for tests and replies.
     """
     async for event in stream.events():
-        record: BlockRecord = event.value
-        try:
-            order = record.to_order()
-        except Exception as e:  # not a block order after all: kept with the reason
-            yield await _dead_letter(event, _failed("INVALID_BLOCK", e, record.journey_id),
-                                     json.dumps(record.asdict(), default=str), stage="blocks")
-            continue
-        try:
-            yield await _sequenced(event, functools.partial(_apply_block, order))
-        except Exception as e:  # a bug or a core refusal must not stop the stream
-            yield await _dead_letter(event, _failed("BLOCK_FAILED", e, order.journey_id),
-                                     order.model_dump_json(), stage="blocks")
+        for taken in await _take_in_order(_Input.of(event), _take_block):
+            yield taken
+
+
+async def _take_report(inp: _Input) -> _Taken:
+    try:
+        report = ExecutionReport.model_validate_json(inp.value or b"")
+    except ValueError as e:
+        desk().handled(inp.source)
+        problem = Problem(code=INVALID_FIELD if inp.value else NOT_JSON, loc=[], field="",
+                          message=f"not an execution report: {e}")
+        return await _dead_letter(inp, SignalError([problem]), inp.value, stage="executions")
+    try:
+        return await _sequenced(inp, functools.partial(_apply_report, report))
+    except Exception as e:  # a bug must not stop the stream: kept with the reason
+        desk().handled(inp.source)
+        return await _dead_letter(inp, _failed("EXECUTION_FAILED", e, report.journey_id),
+                                  inp.value, stage="executions")
 
 
 @app.agent(exec_reports_topic)
-async def executions(stream: faust.StreamT[bytes]) -> AsyncIterator[JournalEntry | DeadLetter]:
+async def executions(stream: faust.StreamT[bytes]) -> AsyncIterator[_Taken]:
     """Execution reports in; each account's share of every fill, child order closes with
-    shortfalls, exposure and alerts out.
+    shortfalls, exposure and alerts out, in offset order (:func:`_take_in_order`).
 
     Fills go to the child order's accounts at its average price (:mod:`mats.fills` rules,
     the accounts' fill policies); a report that ends the child order closes it. A report
@@ -491,19 +624,8 @@ async def executions(stream: faust.StreamT[bytes]) -> AsyncIterator[JournalEntry
     unknown child order, an overfill) raises a critical alert.
     """
     async for event in stream.events():
-        try:
-            report = ExecutionReport.model_validate_json(event.value or b"")
-        except ValueError as e:
-            problem = Problem(code=INVALID_FIELD if event.value else NOT_JSON, loc=[], field="",
-                              message=f"not an execution report: {e}")
-            yield await _dead_letter(event, SignalError([problem]), event.value,
-                                     stage="executions")
-            continue
-        try:
-            yield await _sequenced(event, functools.partial(_apply_report, report))
-        except Exception as e:  # a bug must not stop the stream: kept with the reason
-            yield await _dead_letter(event, _failed("EXECUTION_FAILED", e, report.journey_id),
-                                     event.value, stage="executions")
+        for taken in await _take_in_order(_Input.of(event), _take_report):
+            yield taken
 
 
 SINK_RETRY_S = (0.5, 30.0)  # first and longest wait between tries of a database that fails

@@ -34,14 +34,7 @@ def book_copy(tmp_path: Path) -> Path:
     return Path(shutil.copytree(SAMPLE_DIR, tmp_path / "book"))
 
 
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[kafka.KafkaSettings]:
-    """A running local Kafka broker with the MATS topics; its settings (ports as recorded).
-
-    One per test module, on free loopback ports in its own run folder, so that one module's
-    messages, consumer groups and broker restarts never reach another's. Stopped after the
-    module (if a test has not stopped it already).
-    """
+def _broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[kafka.KafkaSettings]:
     run_dir = tmp_path_factory.mktemp("kafka") / "run"
     # env={}: a developer's MATS_KAFKA_BOOTSTRAP must not send the tests to another Kafka
     cfg = kafka.settings(run_dir=run_dir, port=0, controller_port=0, env={})
@@ -50,3 +43,20 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[kafka.KafkaSett
     started = kafka.settings(run_dir=run_dir, env={})
     yield started
     kafka.down(started, timeout=30)
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[kafka.KafkaSettings]:
+    """A running local Kafka broker with the MATS topics; its settings (ports as recorded).
+
+    One per test module, on free loopback ports in its own run folder, so that one module's
+    messages, consumer groups and broker restarts never reach another's. Stopped after the
+    module (if a test has not stopped it already).
+    """
+    yield from _broker(tmp_path_factory)
+
+
+@pytest.fixture
+def own_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[kafka.KafkaSettings]:
+    """A broker of the test's own (as :func:`broker`), for tests that compare whole topics."""
+    yield from _broker(tmp_path_factory)

@@ -304,6 +304,9 @@ class Desk:
     marks: dict[str, Mark] = field(default_factory=dict, init=False)
     pending: dict[str, Mark] = field(default_factory=dict, init=False)
     sources: dict[tuple[str, int, int], int] = field(default_factory=dict, init=False)
+    orders: dict[str, tuple[int, str]] = field(default_factory=dict, init=False)
+    # the next offset to take of each sequenced topic partition: one past the last handled
+    positions: dict[tuple[str, int], int] = field(default_factory=dict, init=False)
     duplicates: int = field(default=0, init=False)
 
     def __post_init__(self) -> None:
@@ -318,6 +321,16 @@ class Desk:
         """The journal position of the entry that applied the input read at ``source``."""
         return self.sources.get((source.topic, source.partition, source.offset))
 
+    def next_offset(self, topic: str, partition: int) -> int | None:
+        """The offset of the next input to take from a sequenced topic partition (one past the
+        last one applied or otherwise handled), or None before the first one."""
+        return self.positions.get((topic, partition))
+
+    def handled(self, source: SourceRef) -> None:
+        """Notes an input taken without a journal entry (a dead letter, a repeated block)."""
+        key = (source.topic, source.partition)
+        self.positions[key] = max(self.positions.get(key, 0), source.offset + 1)
+
     def replay(self, entry: JournalEntry) -> None:
         """Applies a journaled entry again (recovery); it must be the next one."""
         if entry.seq != self.seq:
@@ -325,11 +338,13 @@ class Desk:
                             ("seq",))
         self._apply_marks(entry.marks)
         if entry.kind == "block":
-            self._block(BlockOrder.model_validate_json(entry.payload), entry.at, live=False)
+            order = BlockOrder.model_validate_json(entry.payload)
+            self._block(order, entry.at, live=False)
+            self._done(entry, order)
         else:
             self._execution(ExecutionReport.model_validate_json(entry.payload), entry.at,
                             cause=entry.key(), live=False)
-        self._done(entry)
+            self._done(entry)
 
     def settle_watch(self) -> None:
         """Sets every figure's level from the current exposure without alerting (after a
@@ -341,9 +356,21 @@ class Desk:
         self.watch.observe(firm_exposure(self.engine.firm_exposure()), journey_id="",
                            cause="replay", at=when)
 
-    def _done(self, entry: JournalEntry) -> None:
+    def repeat_of(self, order: BlockOrder) -> int | None:
+        """The journal position of the block this order repeats, if it is the same order
+        again (intake published a signal twice, after a restart): the same id and content.
+        An order that reuses an id with other content is not a repeat: layer 1 refuses it."""
+        seen = self.orders.get(order.order_id)
+        if seen is not None and seen[1] == order.model_dump_json():
+            return seen[0]
+        return None
+
+    def _done(self, entry: JournalEntry, order: BlockOrder | None = None) -> None:
         s = entry.source
         self.sources[(s.topic, s.partition, s.offset)] = entry.seq
+        self.handled(s)
+        if order is not None:
+            self.orders.setdefault(order.order_id, (entry.seq, entry.payload))
         self.seq = entry.seq + 1
         self.pending = {}
 
@@ -360,7 +387,7 @@ class Desk:
         entry = self._entry("block", source, at, order)
         out = self._block(order, at, live=True)
         entry = entry.model_copy(update={"out": _outbox(out)})
-        self._done(entry)
+        self._done(entry, order)
         return entry
 
     def execution(self, report: ExecutionReport, source: SourceRef,
