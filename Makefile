@@ -2,8 +2,9 @@
 #
 # Two virtualenvs, because apache-airflow 3.3 and faust-streaming pin
 # incompatible croniter versions:
-#   .venv          streams side: runtime deps + `dev` and `streams` extras, mats (editable)
-#   .venv-airflow  Airflow 3 side: runtime deps + `airflow` extra, mats (editable)
+#   .venv          streams side: runtime deps + `dev`, `streams`, `gateways` and `batch`
+#                  extras, mats (editable)
+#   .venv-airflow  Airflow 3 side: runtime deps + `airflow` and `batch` extras, mats (editable)
 # Both import the same extension module, python/mats/_core*.so, which
 # `maturin develop` builds in place (python-source = "python").
 # Kafka (a single-node broker for tests and the demo) runs from Maven Central jars that
@@ -61,15 +62,15 @@ help: ## Show this help
 		| awk 'BEGIN {FS = ":.*?## "}; {printf "\033[36m%-14s\033[0m %s\n", $$1, $$2}'
 
 .PHONY: venv
-venv: $(VENV_STAMP) ## Create .venv: runtime deps, `dev` and `streams` extras, mats built and installed editable
+venv: $(VENV_STAMP) ## Create .venv: runtime deps, dev/streams/gateways/batch extras, mats built and installed editable
 
-# `maturin develop --extras dev,streams` installs [project].dependencies and those extras
+# `maturin develop --extras dev,streams,...` installs [project].dependencies and those extras
 # from pyproject.toml itself, then installs mats as an editable package.
 $(VENV_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV_BIN)/python -m pip install --upgrade pip
 	$(VENV_BIN)/python -m pip install $(MATURIN_REQ)
-	$(call in_venv,$(VENV)) maturin develop --release --extras dev,streams
+	$(call in_venv,$(VENV)) maturin develop --release --extras dev,streams,gateways,batch
 	touch $@
 
 .PHONY: build
@@ -80,7 +81,7 @@ $(BUILD_STAMP): $(VENV_STAMP) $(RUST_SRC)
 	touch $@
 
 .PHONY: venv-airflow
-venv-airflow: $(AIRFLOW_STAMP) ## Create .venv-airflow: Airflow 3 (`airflow` extra) + mats
+venv-airflow: $(AIRFLOW_STAMP) ## Create .venv-airflow: Airflow 3 (`airflow` and `batch` extras) + mats
 
 # maturin (taken from .venv) builds against .venv-airflow's interpreter and installs the
 # `airflow` extra there.  The target dir is shared, so this costs one pyo3 rebuild (pyo3
@@ -89,7 +90,7 @@ venv-airflow: $(AIRFLOW_STAMP) ## Create .venv-airflow: Airflow 3 (`airflow` ext
 $(AIRFLOW_STAMP): pyproject.toml $(VENV_STAMP)
 	$(PYTHON) -m venv $(VENV_AIRFLOW)
 	$(AIRFLOW_BIN)/python -m pip install --upgrade pip
-	$(call in_venv,$(VENV_AIRFLOW)) $(VENV_BIN)/maturin develop --release --extras airflow
+	$(call in_venv,$(VENV_AIRFLOW)) $(VENV_BIN)/maturin develop --release --extras airflow,batch
 	$(AIRFLOW_BIN)/python -c 'import airflow, mats._core; print("airflow", airflow.__version__)'
 	touch $@
 
@@ -120,13 +121,15 @@ demo: venv build ## Run the end-to-end demo (python -m mats.demo)
 	$(VENV_BIN)/python -m mats.demo
 
 .PHONY: bench
-bench: venv build ## Run the core benchmark (bench/core_bench.py)
+bench: venv build kafka-deps ## Run the benchmarks: core, stream, FIX gateway, end of day (bench/results/*.json)
 	$(VENV_BIN)/python bench/core_bench.py
+	$(VENV_BIN)/python bench/fix_bench.py
+	$(VENV_BIN)/python bench/eod_bench.py
 
 .PHONY: clean
 clean: ## Remove virtualenvs, build output, stamps, caches, Kafka jars and run/ (stops Kafka first)
 	if [ -x $(VENV_BIN)/mats ]; then $(VENV_BIN)/mats kafka down; fi
-	rm -rf .venv .venv-airflow target run infra/kafka/lib
+	rm -rf .venv .venv-airflow target run infra/kafka/lib infra/fix/lib infra/fix/spec
 	rm -f python/mats/_core*.so
 	rm -rf .pytest_cache .mypy_cache .ruff_cache .hypothesis
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -111,7 +111,18 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(func=_cmd_check)
 
     _add_kafka_parser(sub)
+    # listed here for --help; their own parser (mats.gateway.cli) reads their options
+    for name, text in _DELEGATED.items():
+        sub.add_parser(name, help=text, add_help=False)
     return parser
+
+
+# Commands of the gateway side, run by mats.gateway.cli (QuickFIX and aiohttp: the `gateways`
+# extra); imported only when asked for.
+_DELEGATED = {
+    "gateway": "run a broker gateway process (`mats gateway run NAME`; see --help)",
+    "broker-sim": "run the broker simulator (FIX 4.4 acceptor or HTTP API; see --help)",
+}
 
 
 def _version() -> str:
@@ -128,6 +139,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args_list:
         parser.print_help(sys.stderr)
         return EXIT_INPUT
+    if args_list[0] in _DELEGATED:
+        try:
+            from mats.gateway import cli as gateway_cli
+        except ImportError as e:
+            _error(f"{args_list[0]} needs the gateway packages ({e.name} is missing): "
+                   "pip install 'mats[gateways]'")
+            return EXIT_INPUT
+        return gateway_cli.main(args_list)
     try:
         args = parser.parse_args(args_list)
     except SystemExit as e:  # --help, --version, or a usage error already reported by argparse
