@@ -83,6 +83,10 @@ def test_reallocation_and_topups(book: Book, run: tuple[EodResult, Path, Path]) 
     assert set(topups["account_id"]) <= set(carried["account_id"])
     per_block = final.group_by("order_id").agg(pl.col("target").sum(), pl.col("filled").sum())
     assert (per_block["target"] == per_block["filled"]).all()
+    # the fixture booked one share to the wrong account of one block; the rest is by policy
+    moved = final.filter(pl.col("adjustment") != 0)
+    assert moved.height == 2 and moved["order_id"].n_unique() == 1
+    assert sorted(moved["adjustment"].to_list()) == [-1, 1]
 
 
 def test_var_and_attribution(run: tuple[EodResult, Path, Path]) -> None:

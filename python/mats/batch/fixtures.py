@@ -21,6 +21,7 @@ from typing import Literal
 import numpy as np
 import polars as pl
 
+from mats.batch.book import accounts_frame
 from mats.batch.eod import EodInputs
 from mats.batch.eod_tables import (
     BENCHMARK,
@@ -34,6 +35,7 @@ from mats.batch.eod_tables import (
     STATEMENT,
     TARGETS,
 )
+from mats.batch.reallocation import reallocate
 from mats.batch.sod import CASH, DIVIDENDS, OPEN_ORDERS, POSITIONS, PRICES, TRANSFERS, SodInputs
 from mats.batch.tables import Table
 from mats.models import Book
@@ -155,6 +157,21 @@ def write_sod_inputs(book: Book, as_of: date, folder: str | Path,
     )
 
 
+def _policy_split(order_id: str, symbol: str, alloc: dict[str, int], filled: int,
+                  policies: pl.DataFrame) -> dict[str, int]:
+    """What each account of a block ends with when ``filled`` shares were executed: the split
+    :func:`mats.batch.reallocation.reallocate` computes (it depends only on the total)."""
+    lots = pl.DataFrame({"order_id": order_id, "account_id": list(alloc),
+                         "allocated": list(alloc.values())})
+    fills = pl.DataFrame({"order_id": [order_id], "account_id": [next(iter(alloc))],
+                          "quantity": [filled]})
+    blocks = pl.DataFrame({"order_id": [order_id], "strategy": [""], "symbol": [symbol],
+                           "side": ["buy"], "close_price": [1.0]})
+    final, _ = reallocate(lots, fills, blocks, policies,
+                          pl.DataFrame({"symbol": [symbol], "lot_size": [1]}), date.min)
+    return dict(zip(final["account_id"].to_list(), final["target"].to_list(), strict=True))
+
+
 def write_eod_inputs(book: Book, trade_date: date, folder: str | Path, seed: int = SEED,
                      n_blocks: int = 40, history_days: int = 520,
                      plant_breaks: bool = True) -> EodInputs:
@@ -162,9 +179,10 @@ def write_eod_inputs(book: Book, trade_date: date, folder: str | Path, seed: int
 
     Blocks follow the book's strategies; each block's lots go to accounts that follow its
     strategy, worked per broker gateway, part-filled or filled. Returns follow a one-factor
-    model (beta to a market factor, a sector factor, noise). With ``plant_breaks`` the broker
-    statement differs from our executions in four places: one execution missing from it, one
-    it has that we lack, one quantity and one price.
+    model (beta to a market factor, a sector factor, noise). Each account's fills add up to what
+    its fill policy gives it. With ``plant_breaks`` the broker statement differs from our
+    executions in four places (one execution missing from it, one it has that we lack, one
+    quantity and one price), and one share of an execution is booked to the wrong account.
     """
     rng = np.random.default_rng(seed)
     out = Path(folder)
@@ -206,6 +224,8 @@ def write_eod_inputs(book: Book, trade_date: date, folder: str | Path, seed: int
             targets.append({"account_id": a.account_id, "symbol": s,
                             "weight": round(w * scale * float(rng.uniform(0.9, 1.1)), 6)})
     lot = {i.symbol: i.lot_size for i in instruments}
+    policies = accounts_frame(book)
+    room: dict[tuple[str, str], int] = {}  # shares an account could still take in a block
     followers: dict[str, list[str]] = {}
     for a in book.accounts:
         for s in a.strategies:
@@ -229,14 +249,17 @@ def write_eod_inputs(book: Book, trade_date: date, folder: str | Path, seed: int
         alloc = {a: int(rng.integers(1, 30)) * lot[sym] * (1 if lot[sym] > 1 else 10)
                  for a in sorted(members)}
         fill_frac = 1.0 if rng.random() < 0.4 else float(rng.uniform(0.3, 0.95))
+        filled = int(sum(alloc.values()) * fill_frac) // lot[sym] * lot[sym]
+        # each account ends with what its fill policy gives it (the day's fill allocator)
+        target = _policy_split(order_id, sym, alloc, filled, policies)
+        room.update({(order_id, a): alloc[a] - target[a] for a in alloc})
         exec_notional = 0.0
         exec_qty = 0
         for gw in sorted({broker[a] for a in alloc}):
             accts = [a for a in alloc if broker[a] == gw]
-            want = int(sum(alloc[a] for a in accts) * fill_frac) // lot[sym] * lot[sym]
-            got = {a: 0 for a in accts}
+            still = {a: target[a] for a in accts}
+            left = sum(still.values())
             n_exec = int(rng.integers(1, 5))
-            left = want
             for k in range(n_exec):
                 q = left if k == n_exec - 1 else (int(left * rng.uniform(0.2, 0.6))
                                                  // lot[sym] * lot[sym])
@@ -251,18 +274,15 @@ def write_eod_inputs(book: Book, trade_date: date, folder: str | Path, seed: int
                               "exec_time": arrived + timedelta(minutes=5 * (k + 1))})
                 exec_notional += q * px
                 exec_qty += q
-                # split by remaining allocation, largest remainder
-                room = {a: alloc[a] - got[a] for a in accts}
-                total = sum(room.values())
-                share = {a: int(q * room[a] // total) for a in accts}
-                rest = int(q - sum(share.values()))
-                for a in sorted(accts, key=lambda a: -(q * room[a] % total))[:rest]:
-                    share[a] += 1
+                # the execution's shares to the accounts still short of their end quantity
+                rest = q
                 for a in accts:
-                    if share[a]:
-                        got[a] += share[a]
+                    take = min(rest, still[a])
+                    if take > 0:
+                        still[a] -= take
+                        rest -= take
                         fills.append({"exec_id": exec_id, "order_id": order_id,
-                                      "account_id": a, "quantity": share[a]})
+                                      "account_id": a, "quantity": take})
             lots += [{"order_id": order_id, "account_id": a, "gateway": gw,
                       "allocated": alloc[a]} for a in accts]
         vwap = (exec_notional / exec_qty if exec_qty else p_a) * (1 + rng.normal(0, 0.0003))
@@ -272,6 +292,16 @@ def write_eod_inputs(book: Book, trade_date: date, folder: str | Path, seed: int
                        "arrival_time": arrived, "arrival_price": p_a,
                        "vwap": round(vwap, 4), "close_price": close[sym]})
     executions = pl.DataFrame(execs, schema=EXECUTIONS.schema)
+    if plant_breaks:
+        # one share of an execution booked to the wrong one of two accounts: the execution
+        # still adds up, the end-of-day re-allocation moves the share back
+        for i in range(1, len(fills)):
+            one, two = fills[i - 1], fills[i]
+            if one["exec_id"] == two["exec_id"] and int(str(one["quantity"])) > 1 \
+                    and room[(str(two["order_id"]), str(two["account_id"]))] > 0:
+                one["quantity"] = int(str(one["quantity"])) - 1
+                two["quantity"] = int(str(two["quantity"])) + 1
+                break
     statement = executions.drop("exec_time")
     if plant_breaks and statement.height >= 4:
         statement = statement.with_columns(
