@@ -123,11 +123,12 @@ class Quality:
         source = ctx.data_sources.get("mats")
         asset = source.add_dataframe_asset(suite_name)
         batch = asset.add_batch_definition_whole_dataframe("whole")
-        suite = ctx.suites.add(gx.ExpectationSuite(name=suite_name))
-        for rule in rules:
-            cls = getattr(expectations, rule.expectation)
-            suite.add_expectation(cls(**rule.kwargs, severity=rule.severity.value,
-                                      meta={"message": rule.message}))
+        # the suite is built whole, then stored once (adding expectations to a stored suite
+        # saves it again after each one)
+        suite = ctx.suites.add(gx.ExpectationSuite(name=suite_name, expectations=[
+            getattr(expectations, rule.expectation)(
+                **rule.kwargs, severity=rule.severity.value, meta={"message": rule.message})
+            for rule in rules]))
         vd = ctx.validation_definitions.add(
             gx.ValidationDefinition(name=suite_name, data=batch, suite=suite))
         with warnings.catch_warnings():
