@@ -98,8 +98,14 @@ $(AIRFLOW_STAMP): pyproject.toml $(VENV_STAMP)
 kafka-deps: venv ## Fetch the Kafka broker's jars (infra/kafka/pom.xml) with Maven, if not there yet
 	$(VENV_BIN)/mats kafka deps
 
+# The SQL store's integration tests run Debian's PostgreSQL server (python/mats/pg.py): apt-get
+# installs the package `postgresql` when no /usr/lib/postgresql/*/bin/postgres is there (as root).
+.PHONY: pg-deps
+pg-deps: venv ## Install Debian's PostgreSQL server (apt-get, needs root) if it is not there yet
+	$(VENV_BIN)/python -m mats.pg deps
+
 .PHONY: test
-test: venv build venv-airflow kafka-deps ## Everything CI runs: rustfmt, clippy, cargo test, stubtest, ruff, mypy, pytest
+test: venv build venv-airflow kafka-deps pg-deps ## Everything CI runs: rustfmt, clippy, cargo test, stubtest, ruff, mypy, pytest
 	$(RUST_LINT)
 	cargo test --workspace
 	$(PY_LINT)

@@ -60,3 +60,45 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[kafka.KafkaSett
 def own_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[kafka.KafkaSettings]:
     """A broker of the test's own (as :func:`broker`), for tests that compare whole topics."""
     yield from _broker(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[str]:
+    """A running PostgreSQL server (Debian's, run by :mod:`mats.pg`); its ``mats`` database's URL.
+
+    One per test session, on a free loopback port, stopped afterwards. Its run folder is not
+    under pytest's base folder: run as root, the server runs as ``postgres``, which cannot enter
+    ``/tmp/pytest-of-root`` (mode 700); ``mats.pg.up`` gives it a folder of its own.
+    """
+    import tempfile
+
+    from mats import pg
+
+    if pg.find_server() is None:
+        pytest.fail("PostgreSQL's server is not installed: run `make pg-deps` (as root)")
+    run_dir = Path(tempfile.mkdtemp(prefix="mats-pg-"))
+    try:
+        yield pg.up(run_dir, port=0, timeout=120)
+    finally:
+        try:
+            pg.down(run_dir, timeout=30)
+        finally:
+            shutil.rmtree(run_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def pg_url(postgres: str) -> str:
+    """The URL of a new, empty database of the session's PostgreSQL, for this test alone."""
+    import uuid
+
+    from sqlalchemy import create_engine
+    from sqlalchemy.engine import make_url
+
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    engine = create_engine(postgres, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as c:
+            c.exec_driver_sql(f"CREATE DATABASE {name}")
+    finally:
+        engine.dispose()
+    return make_url(postgres).set(database=name).render_as_string(hide_password=False)
