@@ -1,18 +1,22 @@
 """The SQL store's event log: migrations, idempotent recording, journeys, messages to rows.
 
+Every test of the store runs twice: on SQLite (a file of the test's own) and on PostgreSQL
+(Debian's server, one per session, see ``conftest.postgres``; a database of the test's own).
 No Kafka and no Faust here: the ``sink`` agent is checked on a real broker by the end-to-end
-test in ``tests/test_blocks.py``.
+tests in ``tests/test_blocks.py`` (SQLite) and ``tests/test_pg.py`` (PostgreSQL).
 """
 
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+import threading
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, inspect
+from sqlalchemy.engine import make_url
 
 from mats import Engine
 from mats.blocks import Alert, AllocationInstruction, ChildOrder, block_messages, event_id
@@ -21,9 +25,12 @@ from mats.store import KINDS, Event, Store, db_url, event_from_message, migrate
 from test_blocks import BOOK, BROKERS, NOW, order
 
 
-@pytest.fixture
-def url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'db' / 'mats.db'}"
+@pytest.fixture(params=["sqlite", "postgresql"])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A database of the test's own, on each backend the store supports."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'db' / 'mats.db'}"
+    return str(request.getfixturevalue("pg_url"))
 
 
 @pytest.fixture
@@ -49,14 +56,24 @@ def _rows(o: Any, messages: list[Any], offset: int = 0) -> list[Event]:
 # ------------------------------------------------------------------------------ schema
 
 
-def test_migrations_create_the_table_on_a_fresh_file(url: str, tmp_path: Path) -> None:
-    assert not (tmp_path / "db").exists()
+def test_migrations_create_the_table_in_a_fresh_database(url: str, tmp_path: Path) -> None:
+    if url.startswith("sqlite"):
+        assert not (tmp_path / "db").exists()
+    else:
+        engine = create_engine(url)
+        try:
+            assert inspect(engine).get_table_names() == []
+        finally:
+            engine.dispose()
     migrate(url)
     engine = create_engine(url)
     try:
         schema = inspect(engine)
         assert set(schema.get_table_names()) == {"events", "alembic_version"}
         columns = {c["name"]: c for c in schema.get_columns("events")}
+        if engine.dialect.name == "postgresql":  # an instant (timestamptz), not a wall time
+            assert columns["occurred_at"]["type"].timezone is True
+            assert columns["recorded_at"]["type"].timezone is True
         assert list(columns) == ["event_id", "kind", "journey_id", "order_id", "account_id",
                                  "topic", "occurred_at", "recorded_at", "payload"]
         assert [c for c, col in columns.items() if col["nullable"]] == [
@@ -121,6 +138,67 @@ def test_a_journey_walks_from_the_signal_to_its_alerts(store: Store) -> None:
         assert e.occurred_at.tzinfo is not None and e.recorded_at.tzinfo is not None
     assert instruction.occurred_at == NOW
     assert store.journey("no-such-journey") == []
+
+
+def test_concurrent_writers_store_each_event_once(url: str) -> None:
+    # four sinks recording the same messages at the same time (a redelivery racing the first
+    # delivery): the database decides, no insert fails and each event is stored once
+    o, messages = _messages()
+    rows = _rows(o, messages)
+    migrate(url)
+    stores = [Store(url) for _ in range(4)]
+    start = threading.Barrier(len(stores), timeout=60)
+    new: list[int] = []
+    errors: list[BaseException] = []
+
+    def write(s: Store) -> None:
+        try:
+            start.wait()
+            new.append(s.record(_rows(o, messages)))
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=write, args=(s,)) for s in stores]
+    try:
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join(timeout=120)
+        assert not any(th.is_alive() for th in threads)
+        assert errors == []
+        assert sorted(new, reverse=True)[0] >= 1 and sum(new) == len(rows)
+        assert stores[0].count() == len(rows)
+    finally:
+        for s in stores:
+            s.close()
+
+
+def test_times_come_back_in_utc_as_the_same_instants(store: Store) -> None:
+    india, new_york = timezone(timedelta(hours=5, minutes=30)), timezone(timedelta(hours=-4))
+    occurred = datetime(2024, 6, 3, 20, 0, 0, 123_456, tzinfo=india)
+    recorded = datetime(2024, 6, 3, 10, 30, 1, 654_321, tzinfo=new_york)
+    row = Event(event_id="E-tz", kind="alert", journey_id="J-tz", order_id="O-tz",
+                account_id="A", topic="mats.alerts", occurred_at=occurred,
+                recorded_at=recorded, payload="{}")
+    assert store.record([row]) == 1
+    (back,) = store.journey("J-tz")
+    assert (back.occurred_at, back.recorded_at) == (occurred, recorded)
+    assert back.occurred_at.utcoffset() == back.recorded_at.utcoffset() == timedelta(0)
+    assert back.occurred_at.isoformat() == "2024-06-03T14:30:00.123456+00:00"
+    if store.engine.dialect.name == "postgresql":
+        # a session in another zone reads the same instants, still handed back in UTC
+        elsewhere = make_url(store.url).update_query_dict({"options": "-c TimeZone=Asia/Tokyo"})
+        with Store(elsewhere.render_as_string(hide_password=False)) as tokyo:
+            with tokyo.engine.connect() as c:
+                assert c.exec_driver_sql("SHOW TimeZone").scalar() == "Asia/Tokyo"
+            (seen,) = tokyo.journey("J-tz")
+            assert seen.occurred_at.isoformat() == back.occurred_at.isoformat()
+            assert seen.recorded_at.isoformat() == back.recorded_at.isoformat()
+    naive = Event(event_id="E-naive", kind="alert", journey_id="J-tz", topic="mats.alerts",
+                  occurred_at=datetime(2024, 6, 3, 14, 30), payload="{}")
+    with pytest.raises(Exception, match="without zone"):
+        store.record([naive])
+    assert store.count() == 1
 
 
 def test_refused_block_journey(store: Store) -> None:
@@ -198,6 +276,9 @@ GARBAGE: list[tuple[str, bytes | None]] = [
     ("mats.blocks", b'{"order_id": "X", "journey_id": "J-X"}'),
     ("mats.blocks", b"{" * 10_000),
     ("mats.elsewhere", b"{}"),  # a topic the sink has no model for
+    # text PostgreSQL cannot hold (NUL) or no database can (a lone surrogate), as ids
+    ("mats.allocations", b'{"journey_id": "J\\u0000X", "order_id": "O\\u0000"}'),
+    ("mats.blocks", b'{"order_id": "\\ud800", "journey_id": "J-\\udfff"}'),
 ]
 
 
@@ -213,6 +294,24 @@ def test_garbage_is_kept_as_unparsed(topic: str, value: bytes | None, store: Sto
     assert row.event_id != event_from_message(topic, 4, 18, value).event_id
     assert row.occurred_at == datetime.fromtimestamp(1.7e9, UTC)
     assert store.record([row]) == 1 and store.record([row]) == 0
+
+
+def test_a_message_with_an_id_no_database_can_hold_is_kept_as_unparsed(store: Store) -> None:
+    o, messages = _messages()
+    (instruction,) = [m for m in messages if isinstance(m.message, AllocationInstruction)]
+    data = json.loads(instruction.value())
+    bad = [json.dumps({**data, "order_id": "O\x00"}),  # json.dumps writes \u0000
+           json.dumps({**data, "journey_id": "J\ud800"}),
+           json.dumps({**data, "event_id": "E\x00"})]
+    rows = [event_from_message("mats.allocations", 0, i, v.encode()) for i, v in enumerate(bad)]
+    assert [r.kind for r in rows] == ["unparsed"] * 3
+    # what can be stored still ties the row to its journey
+    assert [(r.journey_id, r.order_id) for r in rows] == [
+        (o.journey_id, None), (None, o.order_id), (o.journey_id, o.order_id)]
+    # pydantic takes a NUL (\u0000 is valid JSON), not a lone surrogate; json.loads takes both
+    assert ["NUL" in r.data()["error"] for r in rows] == [True, False, True]
+    assert store.record(rows) == 3
+    assert [json.loads(r.data()["payload"]) for r in rows] == [json.loads(v) for v in bad]
 
 
 def test_unparsed_keeps_what_it_can_of_the_journey_and_binary_as_base64() -> None:

@@ -322,8 +322,9 @@ _WHEN = ("decided_at", "transact_time", "booked_at", "closed_at", "raised_at", "
 
 
 def _str_field(data: Any, name: str) -> str | None:
+    """The text field ``name`` of parsed JSON, if there is one that the SQL store can hold."""
     value = data.get(name) if isinstance(data, dict) else None
-    return value if isinstance(value, str) else None
+    return value if isinstance(value, str) and _is_storable(value) else None
 
 
 def event_from_message(topic: str, partition: int, offset: int, value: bytes | str | None, *,
@@ -356,9 +357,31 @@ def event_from_message(topic: str, partition: int, offset: int, value: bytes | s
     """
     when = _utc(timestamp)
     try:
-        return _parsed(topic, value, when)
+        return _storable(_parsed(topic, value, when))
     except Exception as e:  # whatever it is, it is kept: the sink never stops on a message
         return _unparsed(topic, partition, offset, value, key, when, e)
+
+
+def _is_storable(text: str) -> bool:
+    # PostgreSQL's text holds no NUL character; neither database takes a lone surrogate (JSON's
+    # "\ud800" parses to one), which is not UTF-8
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _storable(row: Event) -> Event:
+    """``row``, if both databases can store every text of it; else ValueError (unparsed)."""
+    for name in _COLUMNS:
+        value = getattr(row, name)
+        if isinstance(value, str) and not _is_storable(value):
+            raise ValueError(f"{name} {value!r} holds text the SQL store cannot hold (a NUL "
+                             "character or a lone surrogate)")
+    return row
 
 
 def _parsed(topic: str, value: bytes | str | None, when: datetime | None) -> Event:
