@@ -134,7 +134,7 @@ bench: venv build kafka-deps ## Run the benchmarks: core, stream, FIX gateway, e
 
 .PHONY: clean
 clean: ## Remove virtualenvs, build output, stamps, caches, Kafka jars and run/ (stops Kafka first)
-	if [ -x $(VENV_BIN)/mats ]; then $(VENV_BIN)/mats kafka down; fi
+	if [ -x $(VENV_BIN)/mats ]; then $(VENV_BIN)/mats kafka down; $(VENV_BIN)/mats db down || true; fi
 	rm -rf .venv .venv-airflow target run infra/kafka/lib infra/fix/lib infra/fix/spec
 	rm -f python/mats/_core*.so
 	rm -rf .pytest_cache .mypy_cache .ruff_cache .hypothesis

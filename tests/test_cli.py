@@ -263,3 +263,15 @@ def test_installed_command(tmp_path: Path, sample_dir: Path) -> None:
     assert bad.stdout == ""
     assert "orders[1].quantity" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_db_and_gateway_commands_are_handed_to_their_modules(tmp_path: Path,
+                                                             capsys: Any) -> None:
+    from mats import cli
+
+    # no cluster in an empty run folder: status says so and exits 1
+    assert cli.main(["db", "status", "--run-dir", str(tmp_path / "pg")]) == 1
+    assert "no cluster" in capsys.readouterr().out
+    # the gateway side's own parser answers for `mats gateway`
+    assert cli.main(["gateway", "run"]) == 2
+    assert "NAME" in capsys.readouterr().err.upper()

@@ -111,6 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(func=_cmd_check)
 
     _add_kafka_parser(sub)
+    sub.add_parser("db", help="start, stop and inspect the local PostgreSQL of the SQL store "
+                              "(`mats db up|down|status|url|deps`; see --help)", add_help=False)
     # listed here for --help; their own parser (mats.gateway.cli) reads their options
     for name, text in _DELEGATED.items():
         sub.add_parser(name, help=text, add_help=False)
@@ -139,6 +141,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args_list:
         parser.print_help(sys.stderr)
         return EXIT_INPUT
+    if args_list[0] == "db":
+        from mats import pg
+
+        return pg.main(args_list[1:], prog="mats db")
     if args_list[0] in _DELEGATED:
         try:
             from mats.gateway import cli as gateway_cli
