@@ -23,7 +23,7 @@ import json
 import os
 import uuid
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -31,6 +31,7 @@ from alembic import command
 from alembic.config import Config
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import (
+    Date,
     DateTime,
     Dialect,
     Engine,
@@ -61,6 +62,7 @@ __all__ = [
     "KINDS",
     "Base",
     "Event",
+    "SodState",
     "Store",
     "db_url",
     "event_from_message",
@@ -144,6 +146,21 @@ class Event(Base):
     def __repr__(self) -> str:
         return (f"Event({self.kind}, event_id={self.event_id!r}, journey_id={self.journey_id!r}, "
                 f"order_id={self.order_id!r}, topic={self.topic!r})")
+
+
+class SodState(Base):
+    """One account's start-of-day state for one day, as the ``mats_sod`` DAG published it.
+
+    ``payload`` is the :class:`mats.models.Account` as JSON; ``published_at`` when it was
+    written. Keyed by day and account: publishing a day again replaces that day's rows.
+    """
+
+    __tablename__ = "sod_state"
+
+    as_of: Mapped[date] = mapped_column(Date, primary_key=True)
+    account_id: Mapped[str] = mapped_column(String, primary_key=True)
+    published_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    payload: Mapped[str] = mapped_column(Text)
 
 
 _COLUMNS = [c.key for c in Event.__table__.columns]
