@@ -289,6 +289,8 @@ account_fills_topic = _topic("mats.account-fills", key_type=str, value_type=byte
                              key_serializer="raw", value_serializer="raw")
 exposure_topic = _topic("mats.exposure", key_type=str, value_type=bytes,
                         key_serializer="raw", value_serializer="raw")
+account_state_topic = _topic("mats.account-state", key_type=str, value_type=bytes,
+                             key_serializer="raw", value_serializer="raw")
 
 
 @functools.cache
@@ -314,7 +316,8 @@ sink_topic = app.topic(*sink_topic_names(), key_type=bytes, value_type=bytes,
 
 
 def _out_topic(name: str) -> faust.TopicT:
-    for topic in (allocations_topic, alerts_topic, account_fills_topic, exposure_topic):
+    for topic in (allocations_topic, alerts_topic, account_fills_topic, exposure_topic,
+                  account_state_topic):
         if name == topic.get_topic_name():
             return topic
     return gateway_topic(name.removeprefix(kafka.GATEWAY_TOPIC_PREFIX))

@@ -299,7 +299,8 @@ def streams_app(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Any
     sa.app.finalize()
     sa.app.flow_control.resume()
     for topic in (sa.dlq_topic, sa.allocations_topic, sa.alerts_topic, sa.account_fills_topic,
-                  sa.exposure_topic, sa.gateway_topic("prime-a"), sa.gateway_topic("retail-b")):
+                  sa.exposure_topic, sa.account_state_topic, sa.gateway_topic("prime-a"),
+                  sa.gateway_topic("retail-b")):
         monkeypatch.setattr(topic, "send", AsyncMock())
     # no broker here: every partition starts at offset 0, as a channel's messages do
     monkeypatch.setattr(sa.app.consumer, "earliest_offsets", AsyncMock(return_value={}))

@@ -163,6 +163,10 @@ def test_fills_go_to_each_brokers_accounts_at_one_average_price_and_close_with_s
     assert state["A"]["cash"] == pytest.approx(1e6 - 500 * 100.1)
     assert state["A"]["open_orders"] == {}  # the cancelled rest released
     assert state["C"]["open_orders"]["MSFT"]["buy"] == 1_000  # retail-b still working
+    # the account state published with the close: what the desk holds
+    (a_state,) = [m for m in published(e3, "account_state") if m["account_id"] == "A"]
+    assert a_state["positions"] == {"MSFT": 500} and a_state["open_orders"] == {}
+    assert a_state["cash"] == pytest.approx(state["A"]["cash"])
 
 
 def test_unbookable_reports_raise_critical_alerts_and_book_nothing() -> None:

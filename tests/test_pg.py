@@ -324,7 +324,7 @@ def test_the_worker_sink_writes_journeys_to_postgresql(
     assert got == want, log.read_text()[-3000:]
     assert code == 0, log.read_text()[-3000:]
     # written by the worker into PostgreSQL itself: its schema, by its migrations, and the rows
-    assert _query(pg_url, "SELECT version_num FROM alembic_version") == "0001"
+    assert _query(pg_url, "SELECT version_num FROM alembic_version") == "0002"
     assert _query(pg_url, "SELECT count(*) FROM events") == sum(map(len, want.values()))
     assert _query(pg_url, "SELECT count(DISTINCT event_id) FROM events "
                           "WHERE journey_id = 'J-PG-1' AND order_id = 'PG-1'") == len(

@@ -69,7 +69,7 @@ def test_migrations_create_the_table_in_a_fresh_database(url: str, tmp_path: Pat
     engine = create_engine(url)
     try:
         schema = inspect(engine)
-        assert set(schema.get_table_names()) == {"events", "alembic_version"}
+        assert set(schema.get_table_names()) == {"events", "sod_state", "alembic_version"}
         columns = {c["name"]: c for c in schema.get_columns("events")}
         if engine.dialect.name == "postgresql":  # an instant (timestamptz), not a wall time
             assert columns["occurred_at"]["type"].timezone is True
@@ -83,7 +83,7 @@ def test_migrations_create_the_table_in_a_fresh_database(url: str, tmp_path: Pat
             ("journey_id",), ("order_id",)}
         with engine.connect() as c:
             assert c.exec_driver_sql("SELECT version_num FROM alembic_version").all() == [
-                ("0001",)]
+                ("0002",)]
     finally:
         engine.dispose()
     migrate(url)  # at head already: nothing to do, nothing fails

@@ -55,6 +55,7 @@ __all__ = [
     "ACCOUNT_FILLS_TOPIC",
     "EXPOSURE_TOPIC",
     "AccountFillEvent",
+    "AccountState",
     "ChildClosed",
     "Desk",
     "ExecutionAlert",
@@ -65,6 +66,7 @@ __all__ = [
 ]
 
 ACCOUNT_FILLS_TOPIC = "mats.account-fills"
+ACCOUNT_STATE_TOPIC = "mats.account-state"
 EXPOSURE_TOPIC = "mats.exposure"
 ALERTS_TOPIC = "mats.alerts"
 
@@ -106,6 +108,23 @@ class AccountFillEvent(Frozen):
     cash: float
     realized_pnl: float
     booked_at: AwareDatetime
+
+
+class AccountState(Frozen):
+    """An account's live state after a fill or close (``mats.account-state``, compacted, keyed
+    by account id): positions, cash, settled and reserved cash, working orders by symbol, and
+    the day's realised P&L."""
+
+    kind: Literal["account_state"] = "account_state"
+    account_id: str
+    journey_id: str  # of the fill or close that moved it
+    cash: float
+    settled_cash: float
+    reserved_cash: float
+    positions: dict[str, int]
+    open_orders: dict[str, dict[str, float]]
+    realized_pnl: float
+    as_of: AwareDatetime
 
 
 class ShortfallLine(Frozen):
@@ -508,9 +527,17 @@ class Desk:
                     shortfalls=[ShortfallLine(**s.model_dump()) for s in shortfalls],
                     closed_at=at)))
         if live and touched:
-            out.extend(self._exposure(list(dict.fromkeys(touched)),
-                                      journey_id=child.journey_id, cause=cause, at=at))
+            accounts = list(dict.fromkeys(touched))
+            out.extend(self._states(accounts, journey_id=child.journey_id, at=at))
+            out.extend(self._exposure(accounts, journey_id=child.journey_id, cause=cause, at=at))
         return out
+
+    def _states(self, accounts: list[str], *, journey_id: str, at: datetime) -> list[Outgoing]:
+        wanted = set(accounts)
+        rows = [r for r in json.loads(self.engine.accounts_json()) if r["account_id"] in wanted]
+        return [Outgoing(ACCOUNT_STATE_TOPIC, r["account_id"], AccountState(
+            journey_id=journey_id, realized_pnl=self.ledger.realized(r["account_id"]), as_of=at,
+            **r)) for r in rows]
 
     def _exposure(self, accounts: list[str], *, journey_id: str, cause: str,
                   at: datetime) -> list[Outgoing]:
