@@ -123,8 +123,9 @@ fmt: venv ## Format Rust (cargo fmt) and Python (ruff format, ruff import sortin
 	$(VENV_BIN)/ruff check --select I --fix $(PY_PATHS)
 
 .PHONY: demo
-demo: venv build ## Run the end-to-end demo (python -m mats.demo)
+demo: venv build venv-airflow kafka-deps ## The trading day end to end: SOD DAG, Kafka, worker, gateways, brokers, EOD DAG (python -m mats.live)
 	$(VENV_BIN)/python -m mats.demo
+	$(VENV_BIN)/python -m mats.live
 
 .PHONY: bench
 bench: venv build kafka-deps ## Run the benchmarks: core, stream, FIX gateway, end of day (bench/results/*.json)

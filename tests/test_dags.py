@@ -24,7 +24,7 @@ from mats.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
 AIRFLOW_BIN = ROOT / ".venv-airflow" / "bin"
-SCRIPT = ROOT / "tests" / "airflow" / "run_dags.py"
+HELPERS = ROOT / "tests" / "airflow"
 SOD_DAY = date(2025, 6, 13)  # the sample book's trading day (data/sample/day.yaml)
 
 pytestmark = pytest.mark.skipif(not AIRFLOW_BIN.exists() and not os.environ.get("CI"),
@@ -34,7 +34,7 @@ pytestmark = pytest.mark.skipif(not AIRFLOW_BIN.exists() and not os.environ.get(
 def _store_day() -> Any:
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("store_day", SCRIPT.parent / "store_day.py")
+    spec = importlib.util.spec_from_file_location("store_day", HELPERS / "store_day.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -57,10 +57,10 @@ class Airflow:
                               timeout=timeout, cwd=ROOT)
 
     def script(self, *args: str) -> dict[str, Any]:
-        out = self.run(str(AIRFLOW_BIN / "python"), str(SCRIPT), *args)
+        out = self.run(str(AIRFLOW_BIN / "python"), "-m", "mats.batch.dagtest", *args)
         lines = out.stdout.strip().splitlines()
         if out.returncode != 0 or not lines or not lines[-1].startswith("{"):
-            pytest.fail(f"{SCRIPT.name} {args[0]} exited {out.returncode}:\n"
+            pytest.fail(f"mats.batch.dagtest {args[0]} exited {out.returncode}:\n"
                         f"{_tail(out.stderr + out.stdout)}")
         answer: dict[str, Any] = json.loads(lines[-1])
         answer["log"] = out.stdout + out.stderr

@@ -1,8 +1,8 @@
-"""The Airflow side of tests/test_dags.py, run by .venv-airflow's python (Airflow 3 is not in
-the streams virtualenv).
+"""Runs a MATS DAG once with Airflow's ``dag.test()``, in the Airflow virtualenv (Airflow 3 is
+not in the streams one): used by ``make demo`` (``mats.live``) and ``tests/test_dags.py``.
 
-    python tests/airflow/run_dags.py dagbag
-    python tests/airflow/run_dags.py run DAG_ID LOGICAL_DATE CONF_JSON
+    .venv-airflow/bin/python -m mats.batch.dagtest dagbag
+    .venv-airflow/bin/python -m mats.batch.dagtest run DAG_ID LOGICAL_DATE CONF_JSON
 
 The caller sets AIRFLOW_HOME, the dags folder (``dags/``) and a metadata database that
 ``airflow db migrate`` has made. ``dagbag`` prints what the DagBag parsed; ``run`` runs the DAG
@@ -17,10 +17,12 @@ import sys
 from datetime import datetime
 from typing import Any
 
+# Airflow is imported inside the functions: it is installed in .venv-airflow only.
+
 
 def _dagbag() -> dict[str, Any]:
-    from airflow.configuration import conf
-    from airflow.dag_processing.dagbag import DagBag
+    from airflow.configuration import conf  # type: ignore[import-not-found,unused-ignore]
+    from airflow.dag_processing.dagbag import DagBag  # type: ignore[import-not-found,unused-ignore]
 
     bag = DagBag(dag_folder=conf.get("core", "dags_folder"))
     dags = {}
@@ -40,10 +42,10 @@ def _dagbag() -> dict[str, Any]:
 
 
 def _run(dag_id: str, logical_date: str, conf: dict[str, Any]) -> dict[str, Any]:
-    from airflow.configuration import conf as airflow_conf
-    from airflow.dag_processing.dagbag import DagBag
-    from airflow.models.asset import AssetEvent, AssetModel
-    from airflow.utils.session import create_session
+    from airflow.configuration import conf as airflow_conf  # type: ignore[import-not-found,unused-ignore]
+    from airflow.dag_processing.dagbag import DagBag  # type: ignore[import-not-found,unused-ignore]
+    from airflow.models.asset import AssetEvent, AssetModel  # type: ignore[import-not-found,unused-ignore]
+    from airflow.utils.session import create_session  # type: ignore[import-not-found,unused-ignore]
 
     bag = DagBag(dag_folder=airflow_conf.get("core", "dags_folder"))
     if dag_id not in bag.dags:
@@ -58,7 +60,7 @@ def _run(dag_id: str, logical_date: str, conf: dict[str, Any]) -> dict[str, Any]
             AssetEvent, AssetEvent.asset_id == AssetModel.id).filter(
             AssetEvent.source_dag_id == dag_id, AssetEvent.source_run_id == run.run_id)]
         xcoms = {}
-        from airflow.models.xcom import XComModel
+        from airflow.models.xcom import XComModel  # type: ignore[import-not-found,unused-ignore]
 
         for row in session.query(XComModel).filter(XComModel.dag_id == dag_id,
                                                    XComModel.run_id == run.run_id,
