@@ -77,6 +77,47 @@ fn sector_names(book: &Book) -> Vec<String> {
     names
 }
 
+/// Long, short, beta-weighted and per-sector sums of positions at marks.
+struct Totals {
+    long: f64,
+    short: f64,
+    beta: f64,
+    sector: Vec<f64>,
+    unpriced: Vec<String>,
+}
+
+impl Totals {
+    fn new(book: &Book) -> Self {
+        Totals {
+            long: 0.0,
+            short: 0.0,
+            beta: 0.0,
+            sector: vec![0.0; book.sectors.len()],
+            unpriced: Vec::new(),
+        }
+    }
+
+    /// Adds `q` shares of instrument `k`; its value at the mark, or None when it has no mark
+    /// (then it is listed as unpriced and left out).
+    fn add(&mut self, book: &Book, k: usize, q: i64) -> Option<f64> {
+        let ins = &book.instruments[k];
+        let mark = book.prices[k];
+        if !(mark.is_finite() && mark > 0.0) {
+            self.unpriced.push(ins.symbol.clone());
+            return None;
+        }
+        let v = q as f64 * mark;
+        if v >= 0.0 {
+            self.long += v;
+        } else {
+            self.short -= v;
+        }
+        self.beta += v * ins.beta;
+        self.sector[ins.sector_idx] += v.abs();
+        Some(v)
+    }
+}
+
 fn named_sectors(names: &[String], gross: &[f64]) -> Vec<(String, f64)> {
     let mut out: Vec<(String, f64)> = gross
         .iter()
@@ -93,26 +134,14 @@ pub fn account_exposure(book: &Book, i: usize) -> AccountExposure {
     let a = &book.accounts[i];
     let m = book.mandate_of(a);
     let names = sector_names(book);
-    let mut sector = vec![0.0; book.sectors.len()];
-    let (mut long, mut short, mut beta) = (0.0, 0.0, 0.0);
-    let mut unpriced = Vec::new();
+    let mut t = Totals::new(book);
     let mut usage = Vec::new();
     let nav = a.net_liq;
     for &(k, q) in &a.positions {
-        let ins = &book.instruments[k];
-        let mark = book.prices[k];
-        if !(mark.is_finite() && mark > 0.0) {
-            unpriced.push(ins.symbol.clone());
+        let Some(v) = t.add(book, k, q) else {
             continue;
-        }
-        let v = q as f64 * mark;
-        if v >= 0.0 {
-            long += v;
-        } else {
-            short -= v;
-        }
-        beta += v * ins.beta;
-        sector[ins.sector_idx] += v.abs();
+        };
+        let ins = &book.instruments[k];
         if let Some(pct) = m.max_position_pct {
             let value = 100.0 * v.abs() / nav;
             usage.push(Usage::new("position_pct", Some(ins.symbol.clone()), value, pct));
@@ -127,6 +156,7 @@ pub fn account_exposure(book: &Book, i: usize) -> AccountExposure {
             ));
         }
     }
+    let Totals { long, short, beta, sector, unpriced } = t;
     for (s, &g) in sector.iter().enumerate() {
         if g == 0.0 {
             continue;
@@ -158,28 +188,13 @@ pub fn account_exposure(book: &Book, i: usize) -> AccountExposure {
 /// concentration is a percentage of the firm's NAV, as layer 1 checks it.
 pub fn firm_exposure(book: &Book) -> FirmExposure {
     let names = sector_names(book);
-    let mut sector = vec![0.0; book.sectors.len()];
-    let (mut long, mut short, mut beta) = (0.0, 0.0, 0.0);
-    let mut unpriced = Vec::new();
+    let mut t = Totals::new(book);
     for (k, &q) in book.firm_pos.iter().enumerate() {
-        if q == 0 {
-            continue;
+        if q != 0 {
+            t.add(book, k, q);
         }
-        let ins = &book.instruments[k];
-        let mark = book.prices[k];
-        if !(mark.is_finite() && mark > 0.0) {
-            unpriced.push(ins.symbol.clone());
-            continue;
-        }
-        let v = q as f64 * mark;
-        if v >= 0.0 {
-            long += v;
-        } else {
-            short -= v;
-        }
-        beta += v * ins.beta;
-        sector[ins.sector_idx] += v.abs();
     }
+    let Totals { long, short, beta, sector, unpriced } = t;
     let gross = long + short;
     let net = long - short;
     let r = &book.risk;
