@@ -73,8 +73,9 @@ def test_topic_table_is_well_formed() -> None:
     names = [s.name for s in specs]
     assert len(names) == len(set(names))
     assert {"mats.signals", "mats.dlq", "mats.sod-state", "mats.account-state"} <= set(names)
+    # state keyed by what it is about: the newest message per key is the state
     assert {s.name for s in specs if s.cleanup_policy == "compact"} == {
-        "mats.sod-state", "mats.account-state"}
+        "mats.sod-state", "mats.account-state", "mats.exposure", "mats.gateway-status"}
     assert [s.name for s in kafka.topic_specs(["x", "x"]) if "orders" in s.name] == [
         "mats.orders.x"]
 
