@@ -254,3 +254,8 @@ def test_replaying_the_journal_rebuilds_the_same_state() -> None:
     assert all(rebuilt.applied(e.source) == e.seq for e in wire)
     with pytest.raises(Exception, match="replayed at position"):
         rebuilt.replay(wire[0])
+    # the journal of one start of day does not replay onto another: it would decide otherwise
+    richer = book.model_copy(update={"accounts": [
+        a.model_copy(update={"cash": a.cash + 1}) for a in book.accounts]})
+    with pytest.raises(Exception, match="was made from book"):
+        Desk(richer).replay(wire[0])

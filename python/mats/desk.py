@@ -28,6 +28,7 @@ as figures cross their thresholds.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from collections.abc import Mapping
@@ -194,6 +195,7 @@ class JournalEntry(Frozen):
 
     seq: int
     kind: Literal["block", "execution"]
+    book: str  # the fingerprint of the start-of-day book the desk started from
     source: SourceRef
     at: AwareDatetime
     marks: dict[str, Mark]
@@ -202,6 +204,11 @@ class JournalEntry(Frozen):
 
     def key(self) -> str:
         return journal_key(self.seq)
+
+
+def book_fingerprint(book: Book) -> str:
+    """A short hash of a book's content: the journal records which book its desk started from."""
+    return hashlib.sha256(book.model_dump_json().encode()).hexdigest()[:16]
 
 
 def journal_key(seq: int) -> str:
@@ -314,6 +321,7 @@ class Desk:
 
     book: Book
     warn_at: float = DEFAULT_WARN_AT
+    book_id: str = field(init=False)
     engine: Engine = field(init=False)
     brokers: dict[str, str] = field(init=False)
     ledger: Ledger = field(init=False)
@@ -329,6 +337,7 @@ class Desk:
     duplicates: int = field(default=0, init=False)
 
     def __post_init__(self) -> None:
+        self.book_id = book_fingerprint(self.book)
         self.engine = Engine(self.book)
         self.brokers = brokers_of(self.book)
         self.ledger = Ledger(self.book)
@@ -355,6 +364,11 @@ class Desk:
         if entry.seq != self.seq:
             raise MatsError(f"journal entry {entry.seq} replayed at position {self.seq}",
                             ("seq",))
+        if entry.book != self.book_id:
+            # applied to another start of day, the same inputs would decide otherwise
+            raise MatsError(f"journal entry {entry.seq} was made from book {entry.book}; this "
+                            f"desk starts from book {self.book_id}: start it from the book the "
+                            "journal began with, or start a new journal", ("book",))
         self._apply_marks(entry.marks)
         if entry.kind == "block":
             order = BlockOrder.model_validate_json(entry.payload)
@@ -395,7 +409,7 @@ class Desk:
 
     def _entry(self, kind: Literal["block", "execution"], source: SourceRef, at: datetime,
                payload: BaseModel) -> JournalEntry:
-        return JournalEntry(seq=self.seq, kind=kind, source=source, at=at,
+        return JournalEntry(seq=self.seq, kind=kind, book=self.book_id, source=source, at=at,
                             marks=dict(self.pending), payload=payload.model_dump_json(), out=[])
 
     # -------------------------------------------------------------------- live inputs
