@@ -8,19 +8,30 @@ Agents
     ones to ``mats.blocks`` (keyed by strategy) and the rest to ``mats.dlq`` with the reason.
 ``marketdata``
     reads live prices from ``mats.marketdata`` (``{"symbol", "price", "ts"}``, checked with
-    :func:`mats.blocks.validate_tick`) and keeps the newest per symbol for ``blocks``; bad ticks
-    go to ``mats.dlq`` with the reason.
+    :func:`mats.blocks.validate_tick`) into the sequenced desk's marks at once (the newest per
+    symbol, kept in the ``marks`` table) and publishes the exposure of the accounts holding the
+    symbol and of the firm, with any limit alerts; bad ticks go to ``mats.dlq``.
 ``blocks``
-    reads block orders from ``mats.blocks``, hands the prices received since the last block to
-    the worker's engine, runs the block through the core in one call (layer 1, allocation,
-    layer 2, committed) and publishes what :func:`mats.blocks.block_messages` says: the
-    allocation instruction to ``mats.allocations``, the child orders of an accepted block to
-    ``mats.orders.<broker>``, alerts to ``mats.alerts``.
+    reads block orders from ``mats.blocks`` into the sequenced desk (:class:`mats.desk.Desk`):
+    one core call per block (layer 1, allocation, layer 2, committed), journaled in the
+    ``journal`` table, and publishes what :func:`mats.blocks.block_messages` says: the
+    allocation instruction to ``mats.allocations``, one child order per broker of an accepted
+    block to ``mats.orders.<broker>``, alerts to ``mats.alerts``.
+``executions``
+    reads the gateways' execution reports from ``mats.exec-reports`` into the desk: fills go
+    to each child order's accounts at its average price (``mats.account-fills``,
+    ``mats.account-state``), a report that ends a child order closes it with every account's
+    shortfall, exposure and limit alerts follow.
 ``sink``
     reads what the app publishes (``mats.blocks``, ``mats.allocations``, the order topics of the
-    configured gateways, ``mats.alerts``, ``mats.dlq``) and writes each message to the SQL store
-    as one event (:func:`mats.store.event_from_message`, :meth:`mats.store.Store.record`),
+    configured gateways, ``mats.exec-reports``, ``mats.account-fills``, ``mats.alerts``,
+    ``mats.dlq``) and writes each message to the SQL store as one event
+    (:func:`mats.store.event_from_message`, :meth:`mats.store.Store.record`), in batches,
     idempotently by event id; a message it cannot read is kept as kind ``unparsed``.
+
+The sequenced topics (block orders, prices, execution reports) and the desk's tables have one
+partition, so one worker holds the desk at a time and applies them in one order; the journal
+makes its state survive a crash, a rebalance or a broker restart (see ``docs/streams.md``).
 
 Wire types are Faust records (:class:`BlockRecord`) converted to the pydantic models at the
 agent's edge; the rules live in the models and in :mod:`mats.intake`, not here. Topic names and
@@ -40,6 +51,8 @@ Environment
 ``MATS_DB_URL``
     the SQL store the ``sink`` agent writes to (default: SQLite, ``run/mats.db`` in the
     checkout); its schema is migrated when the worker starts
+``MATS_SESSION_TIMEOUT_S``
+    how long a silent worker keeps its partitions before another takes them (default 10)
 ``APP_DATADIR``
     Faust's own: the worker's local state folder (default: ``run/streams`` in the checkout)
 
