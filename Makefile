@@ -130,6 +130,7 @@ demo: venv build venv-airflow kafka-deps ## The trading day end to end: SOD DAG,
 .PHONY: bench
 bench: venv build kafka-deps ## Run the benchmarks: core, stream, FIX gateway, end of day (bench/results/*.json)
 	$(VENV_BIN)/python bench/core_bench.py
+	$(VENV_BIN)/python bench/stream_bench.py
 	$(VENV_BIN)/python bench/fix_bench.py
 	$(VENV_BIN)/python bench/eod_bench.py
 
