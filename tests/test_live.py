@@ -51,5 +51,6 @@ def test_the_day_runs_from_start_of_day_to_the_end_of_day_report(tmp_path: Path)
     # the EOD DAG's report and Data Docs, where the run says they are
     report = next(line.split("report:", 1)[1].strip() for line in text.splitlines()
                   if "report:" in line)
-    assert Path(report).is_file() and Path(report).stat().st_size > 1000
+    assert Path(report).is_file() and Path(report).stat().st_size > 1000, text[-2000:]
+    assert Path(report).is_relative_to(run / "batch" / "eod")
     assert (run / "logs" / "worker.log").is_file()

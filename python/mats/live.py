@@ -329,7 +329,7 @@ def run_day(book_dir: Path, run: Path, n_orders: int | None, console: Console) -
         for name in ("report", "data_docs"):
             found = _found(eod, name)
             if found:
-                console.print(f"   {name.replace('_', ' ')}: {found}")
+                console.print(f"   {name.replace('_', ' ')}: {found}", soft_wrap=True)
     finally:
         procs.stop()
         kafka.down(kafka.settings(run_dir=run / "kafka", env={}), timeout=60)
@@ -533,7 +533,7 @@ def _summary(day: Day, journal: list[Any], console: Console, run: Path) -> None:
     console.print(table)
     (run / "accounts.json").write_text(json.dumps(rows, indent=1))
     console.print(f"Accounts: {run / 'accounts.json'}; events: {run / 'mats.db'}; "
-                  f"logs: {run / 'logs'}")
+                  f"logs: {run / 'logs'}", soft_wrap=True)
 
 
 @contextmanager
