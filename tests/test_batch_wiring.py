@@ -3,6 +3,7 @@ start-of-day state (SQL store, Kafka) and reading the day's events from the stor
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import json
 from datetime import UTC, date, datetime
@@ -193,6 +194,52 @@ def test_a_critical_input_problem_builds_nothing_to_publish(tmp_path: Path) -> N
     assert (job.folder / "quarantine" / "2025-06-13" / "positions.csv").is_file()
     with pytest.raises(MatsError, match="does not exist"):
         sod_build(job.model_copy(update={"inputs_dir": str(tmp_path / "none")}))
+
+
+def test_a_critical_input_raises_a_critical_alert_for_the_desk(
+        tmp_path: Path, broker: kafka.KafkaSettings) -> None:
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from mats.batch.alerts import BatchAlert
+    from mats.store import event_from_message
+
+    job = _job(tmp_path, kafka_bootstrap=broker.bootstrap_servers)
+    sod_build(job)  # writes the day's custodian files; a clean day raises no critical alert
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for f in (job.folder / "in").iterdir():
+        text = f.read_text()
+        if f.name == "positions.csv":
+            text = text.replace("ACC-001,", "ACC-999,", 1)
+        (inputs / f.name).write_text(text)
+    with pytest.raises(BatchInputError):
+        sod_build(job.model_copy(update={"inputs_dir": str(inputs)}))
+
+    async def alerts() -> list[bytes]:
+        consumer = AIOKafkaConsumer(bootstrap_servers=broker.bootstrap_servers,
+                                    enable_auto_commit=False)
+        await consumer.start()
+        try:
+            parts = [TopicPartition("mats.alerts", p) for p in range(3)]
+            consumer.assign(parts)
+            await consumer.seek_to_beginning(*parts)
+            end = await consumer.end_offsets(parts)
+            out: list[bytes] = []
+            while any([await consumer.position(tp) < end[tp] for tp in parts]):
+                for records in (await consumer.getmany(timeout_ms=1000)).values():
+                    out.extend(r.value for r in records)
+            return out
+        finally:
+            await consumer.stop()
+
+    got = [BatchAlert.model_validate_json(v) for v in asyncio.run(alerts())]
+    critical = [a for a in got if a.severity == "critical"]
+    assert [(a.job, a.input, str(a.as_of)) for a in critical] == [
+        ("mats_sod", "positions", "2025-06-13")]
+    assert "ACC-999" in critical[0].message and "quarantined" in critical[0].message
+    # the same day again names the same events: the store keeps each once
+    row = event_from_message("mats.alerts", 0, 0, critical[0].model_dump_json())
+    assert (row.kind, row.event_id) == ("batch_alert", critical[0].event_id)
 
 
 # ------------------------------------------------------------------------------ EOD from the store

@@ -49,6 +49,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from mats import kafka
+from mats.batch.alerts import BatchAlert
 from mats.blocks import ALERTS_TOPIC, ALLOCATIONS_TOPIC, Alert, AllocationInstruction, ChildOrder
 from mats.blocks import event_id as block_event_id
 from mats.desk import ACCOUNT_FILLS_TOPIC, AccountFillEvent, ChildClosed, ExecutionAlert
@@ -79,7 +80,7 @@ DLQ_TOPIC = "mats.dlq"
 # the same time (every message of a block carries the block's decision time) this order decides.
 KINDS = ("signal", "allocation_instruction", "child_order", "cancel_request", "replace_request",
          "alert", "execution_report", "account_fill", "child_closed", "execution_alert",
-         "limit_alert", "dead_letter", "unparsed")
+         "limit_alert", "batch_alert", "dead_letter", "unparsed")
 
 # Fixed namespace for the ids this module derives (dead letters, unreadable messages).
 _NAMESPACE = uuid.UUID("0b6f4f3e-8d0a-4c51-b8a4-7f2e9c1d5a63")
@@ -314,7 +315,7 @@ _TOPIC_MODELS: dict[str, tuple[type[BaseModel], ...]] = {
     kafka.GATEWAY_TOPIC_PREFIX: (ChildOrder, CancelRequest, ReplaceRequest),
     EXEC_REPORTS_TOPIC: (ExecutionReport,),
     ACCOUNT_FILLS_TOPIC: (AccountFillEvent, ChildClosed),
-    ALERTS_TOPIC: (Alert, LimitAlert, ExecutionAlert),
+    ALERTS_TOPIC: (Alert, LimitAlert, ExecutionAlert, BatchAlert),
     DLQ_TOPIC: (DeadLetter,),
 }
 

@@ -22,11 +22,13 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from mats.batch.alerts import batch_alerts
 from mats.batch.eod import EodConfig, EodInputs, run_eod
 from mats.batch.events import write_store_eod_inputs
 from mats.batch.fixtures import write_sod_inputs
 from mats.batch.publish import (
     load_state,
+    publish_alerts,
     publish_to_kafka,
     publish_to_store,
     read_from_store,
@@ -179,6 +181,10 @@ def sod_build(job: SodJob) -> dict[str, str]:
     result = run_sod(book, _sod_inputs(job), SodConfig(as_of=job.as_of),
                      quarantine_dir=folder / "quarantine", docs_dir=folder / "data_docs")
     paths = result.write(folder)
+    if job.kafka_bootstrap is not None:
+        # the desk hears of every problem: critical (nothing published) and warnings
+        publish_alerts(job.kafka_bootstrap, batch_alerts("mats_sod", job.as_of,
+                                                         result.problems))
     result.raise_for_problems()
     out = {name: str(path) for name, path in paths.items()}
     if result.data_docs is not None:

@@ -27,6 +27,7 @@ from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from mats.batch.alerts import ALERTS_TOPIC, BatchAlert
 from mats.errors import MatsError
 from mats.models import Account
 from mats.store import SodState, Store
@@ -197,3 +198,36 @@ def state_summary(accounts: Sequence[Account]) -> str:
     total = sum(a.net_liq for a in accounts)
     return f"{len(accounts)} accounts, net liquidation value {total:,.2f}"
 
+
+# ------------------------------------------------------------------------------ alerts
+
+def publish_alerts(bootstrap: str, alerts: Sequence[BatchAlert], *,
+                   topic: str = ALERTS_TOPIC, timeout: float = 30.0) -> int:
+    """Send ``alerts`` to ``topic`` (keyed by job); the number sent, once acknowledged."""
+    if not alerts:
+        return 0
+    _aiokafka()
+
+    async def send() -> None:
+        producer = _aiokafka().AIOKafkaProducer(
+            bootstrap_servers=bootstrap.split(","), acks="all", enable_idempotence=True,
+            client_id="mats-batch-alerts", request_timeout_ms=max(int(timeout * 1000), 1000))
+        try:
+            await asyncio.wait_for(producer.start(), timeout)
+            sends = [await producer.send(topic, key=a.job.encode(),
+                                         value=a.model_dump_json().encode()) for a in alerts]
+            await asyncio.wait_for(asyncio.gather(*sends), timeout)
+        finally:
+            await producer.stop()
+
+    try:
+        asyncio.run(send())
+    except TimeoutError:
+        raise PublishError(f"Kafka at {bootstrap} did not take the alerts within "
+                           f"{timeout:g} s") from None
+    except PublishError:
+        raise
+    except Exception as e:  # aiokafka's errors have no common base worth naming
+        raise PublishError(f"cannot publish alerts to Kafka at {bootstrap}: "
+                           f"{type(e).__name__}: {e}") from None
+    return len(alerts)
