@@ -177,16 +177,22 @@ def test_kafka_that_does_not_answer_is_one_clear_line() -> None:
     assert "\n" not in str(err.value)
 
 
-def test_a_critical_input_problem_builds_nothing_to_publish(tmp_path: Path) -> None:
-    job = _job(tmp_path)
-    good = sod_build(job)  # an earlier good run of the same day left its state
-    inputs = tmp_path / "in"
+def _unknown_account(job: Any, inputs: Path) -> Path:
+    """A copy of the day's custodian files (written by a first run) where a position names an
+    account the book does not have."""
     inputs.mkdir()
     for f in (job.folder / "in").iterdir():
         text = f.read_text()
         if f.name == "positions.csv":
             text = text.replace("ACC-001,", "ACC-999,", 1)
         (inputs / f.name).write_text(text)
+    return inputs
+
+
+def test_a_critical_input_problem_builds_nothing_to_publish(tmp_path: Path) -> None:
+    job = _job(tmp_path)
+    good = sod_build(job)  # an earlier good run of the same day left its state
+    inputs = _unknown_account(job, tmp_path / "in")
     with pytest.raises(BatchInputError) as err:
         sod_build(job.model_copy(update={"inputs_dir": str(inputs)}))
     assert "account not in the book (found 'ACC-999')" in str(err.value)
@@ -205,13 +211,7 @@ def test_a_critical_input_raises_a_critical_alert_for_the_desk(
 
     job = _job(tmp_path, kafka_bootstrap=broker.bootstrap_servers)
     sod_build(job)  # writes the day's custodian files; a clean day raises no critical alert
-    inputs = tmp_path / "in"
-    inputs.mkdir()
-    for f in (job.folder / "in").iterdir():
-        text = f.read_text()
-        if f.name == "positions.csv":
-            text = text.replace("ACC-001,", "ACC-999,", 1)
-        (inputs / f.name).write_text(text)
+    inputs = _unknown_account(job, tmp_path / "in")
     with pytest.raises(BatchInputError):
         sod_build(job.model_copy(update={"inputs_dir": str(inputs)}))
 
