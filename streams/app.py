@@ -484,6 +484,20 @@ async def _read_again(topic: str, partition: int, start: int, stop: int) -> list
     return out
 
 
+async def _log_start(topic: str, partition: int) -> int:
+    """The first offset Kafka still has of a partition, asked by a consumer of no group (not
+    the worker's own, whose thread may be busy fetching)."""
+    tp = TopicPartition(topic, partition)
+    consumer = AIOKafkaConsumer(bootstrap_servers=kafka.settings().bootstrap_servers,
+                                enable_auto_commit=False)
+    await consumer.start()
+    try:
+        first: int = (await asyncio.wait_for(consumer.beginning_offsets([tp]), 60))[tp]
+        return first
+    finally:
+        await consumer.stop()
+
+
 async def _take_in_order(inp: _Input, take: Callable[[_Input], Awaitable[_Taken]],
                          ) -> list[_Taken]:
     """Takes ``inp`` in offset order: first whatever of its partition was passed over.
@@ -498,8 +512,7 @@ async def _take_in_order(inp: _Input, take: Callable[[_Input], Awaitable[_Taken]
     """
     expected = desk().next_offset(inp.topic, inp.partition)
     if expected is None:
-        tp = faust.types.TP(inp.topic, inp.partition)
-        expected = (await app.consumer.earliest_offsets(tp)).get(tp, 0)
+        expected = await _log_start(inp.topic, inp.partition)
     results: list[_Taken] = []
     if inp.offset > expected:
         missed = await _read_again(inp.topic, inp.partition, expected, inp.offset)

@@ -303,7 +303,7 @@ def streams_app(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Any
                   sa.gateway_topic("retail-b")):
         monkeypatch.setattr(topic, "send", AsyncMock())
     # no broker here: every partition starts at offset 0, as a channel's messages do
-    monkeypatch.setattr(sa.app.consumer, "earliest_offsets", AsyncMock(return_value={}))
+    monkeypatch.setattr(sa, "_log_start", AsyncMock(return_value=0))
     for table in (sa.journal, sa.marks):
         # the tables keep their data in memory; what would go to their changelogs is recorded
         table.data._clear()
