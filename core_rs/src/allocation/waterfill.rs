@@ -15,7 +15,18 @@ pub struct Split {
     live: Vec<usize>,
     active: Vec<usize>,
     capped_now: Vec<usize>,
-    keyed: Vec<(f64, f64, usize)>,
+    /// (remainder, weight, index) of the accounts that can take another lot, the two numbers
+    /// as order keys (see [`order_key`]).
+    keyed: Vec<(u64, u64, usize)>,
+}
+
+/// An unsigned key that orders floats as `f64::total_cmp` does: computed once per account, so
+/// that ranking the remainders compares integers.
+#[inline]
+fn order_key(x: f64) -> u64 {
+    let bits = x.to_bits();
+    // negative numbers: flip every bit (larger magnitude sorts first); others: set the sign bit
+    bits ^ ((((bits as i64) >> 63) as u64) | (1 << 63))
 }
 
 /// Rounds of simultaneous capping before the remaining accounts are swept in sorted order.
@@ -141,8 +152,9 @@ impl Split {
         let mut left = target - floored;
         let frac = |ideal: &[f64], j: usize| ideal[j] - (ideal[j] as i64) as f64;
         if left > 0 {
-            let by_rank = |a: &(f64, f64, usize), b: &(f64, f64, usize)| {
-                b.0.total_cmp(&a.0).then_with(|| b.1.total_cmp(&a.1)).then_with(|| a.2.cmp(&b.2))
+            // larger remainder, then larger weight, then earlier account
+            let by_rank = |a: &(u64, u64, usize), b: &(u64, u64, usize)| {
+                (b.0, b.1, a.2).cmp(&(a.0, a.1, b.2))
             };
             // Only the first `left` in rank order get a lot, one each (the usual case): select
             // them in linear time; their order does not matter. Otherwise every candidate gets
@@ -255,14 +267,14 @@ fn settle(
     weights: &[f64],
     ideal: &mut [f64],
     qty: &mut [i64],
-    keyed: &mut Vec<(f64, f64, usize)>,
+    keyed: &mut Vec<(u64, u64, usize)>,
 ) -> i64 {
     ideal[j] = value;
     let whole = value as i64;
     let f = if whole > caps[j] { caps[j] } else { whole };
     qty[j] = f;
     if f < caps[j] {
-        keyed.push((value - whole as f64, weights[j], j));
+        keyed.push((order_key(value - whole as f64), order_key(weights[j]), j));
     }
     f
 }
@@ -309,5 +321,29 @@ mod tests {
     fn excluded_and_zero_weight_accounts_get_nothing() {
         let s = waterfill(10, &[1.0, 0.0, 1.0], &[100; 3], &[true, false, false]).qty;
         assert_eq!(s, [0, 0, 10]);
+    }
+
+    #[test]
+    fn order_key_orders_as_total_cmp() {
+        let xs = [
+            f64::NEG_INFINITY,
+            -1e300,
+            -2.5,
+            -1e-320,
+            -0.0,
+            0.0,
+            1e-320,
+            0.25,
+            0.5,
+            1.0,
+            7.0,
+            1e300,
+            f64::INFINITY,
+        ];
+        for a in xs {
+            for b in xs {
+                assert_eq!(order_key(a).cmp(&order_key(b)), a.total_cmp(&b), "{a} vs {b}");
+            }
+        }
     }
 }
