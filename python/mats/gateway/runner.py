@@ -27,6 +27,7 @@ know it; with ``cancel_on_disconnect`` every open order is cancelled after a rec
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import logging
@@ -214,6 +215,8 @@ class Gateway:
         self.reconnects = 0
         self._logged_on_before = False
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._inbox: collections.deque[tuple[Any, tuple[Any, ...]]] = collections.deque()
+        self._wake_pending = False
         self._ready = asyncio.Event()
         self._outbox: asyncio.Queue[Pending] = asyncio.Queue()
         self._alerts: asyncio.Queue[tuple[str, Alert]] = asyncio.Queue()
@@ -227,6 +230,11 @@ class Gateway:
     # ------------------------------------------------------------------ Sink (any thread)
 
     def _call(self, fn: Any, *args: Any) -> None:
+        """Run ``fn(*args)`` on the event loop, in the order of the calls.
+
+        From another thread (QuickFIX's) the calls queue up and the loop is woken once for
+        whatever queued meanwhile, not once a call: under load the reports come in runs.
+        """
         loop = self._loop
         if loop is None:
             return
@@ -236,8 +244,21 @@ class Gateway:
             running = None
         if running is loop:
             fn(*args)
-        else:
-            loop.call_soon_threadsafe(fn, *args)
+            return
+        self._inbox.append((fn, args))
+        if not self._wake_pending:
+            self._wake_pending = True
+            loop.call_soon_threadsafe(self._drain_inbox)
+
+    def _drain_inbox(self) -> None:
+        # cleared before draining: a call queued after the last pop wakes the loop again
+        self._wake_pending = False
+        while self._inbox:
+            fn, args = self._inbox.popleft()
+            try:
+                fn(*args)
+            except Exception:  # one failing step must not hold back the others queued
+                log.exception("%s: handling %s failed", self.name, getattr(fn, "__name__", fn))
 
     def report(self, report: BrokerReport) -> None:
         result = self.journal.ingest(report)  # persisted before the session moves on
