@@ -4,8 +4,6 @@
 pub mod caps;
 pub mod waterfill;
 
-use std::cell::RefCell;
-
 use rustc_hash::FxHashMap as HashMap;
 
 use crate::book::Book;
@@ -18,7 +16,7 @@ use caps::{
 };
 use waterfill::Split;
 
-/// One account's share of a block, before layer 2.
+/// One account's share of a block.
 #[derive(Debug, Clone)]
 pub struct Alloc {
     pub weight: f64,
@@ -120,10 +118,12 @@ fn weight(
 }
 
 /// What the accounts bring to one block at one price: weights, caps in lots and what bound
-/// them, minimum lots. Computed once per block; each allocation pass reuses it.
-#[derive(Debug)]
+/// them, minimum lots; and the latest allocation pass over them. Kept by the engine between
+/// blocks, so that a block reuses the memory of the one before.
+#[derive(Debug, Clone, Default)]
 pub struct Prepared {
     px: f64,
+    lot: i64,
     /// Each account's position and exposures for this block (layer 2 reuses them).
     pub ctx: Vec<Ctx>,
     weights: Vec<f64>,
@@ -132,12 +132,14 @@ pub struct Prepared {
     bound: Vec<Option<Bound>>,
     min_lots: Vec<i64>,
     total_w: f64,
-    /// Working memory of the allocation passes over these accounts.
-    work: RefCell<Work>,
+    /// Each mandate's terms for the block's symbol and its minimum trade in lots.
+    terms: Vec<(Terms, i64)>,
+    /// Working memory of the allocation passes, and the latest pass's result.
+    work: Work,
 }
 
 /// What one allocation pass works in, kept between the passes of a block.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 struct Work {
     caps_lots: Vec<i64>,
     excluded: Vec<bool>,
@@ -145,41 +147,40 @@ struct Work {
     /// when there are none.
     over: Vec<Option<Check>>,
     split: Split,
+    /// The lots the latest pass split.
+    q_lots: i64,
 }
 
-/// Evaluates every eligible account's weight and mandate caps for `order` at price `px`.
+/// Evaluates every eligible account's weight and mandate caps for `order` at price `px`, into
+/// `prep` (whatever it held before is replaced).
 pub fn prepare(
     book: &Book,
     order: &BlockOrder,
     k: usize,
     eligible: &[usize],
     px: f64,
-) -> CoreResult<Prepared> {
+    prep: &mut Prepared,
+) -> CoreResult<()> {
     let ins = &book.instruments[k];
     let lot = ins.lot;
     let params = params_by_account(book, order, eligible)?;
-    // each mandate's terms for the symbol and its minimum trade in lots
-    let terms: Vec<(Terms, i64)> = book
-        .mandates
-        .iter()
-        .map(|m| {
-            let mtv = m.min_trade_value;
-            let min_lots =
-                if mtv > 0.0 { (mtv / (px * lot as f64) - LOT_EPS).ceil() as i64 } else { 0 };
-            (Terms::of(m, k, ins.sector_idx), min_lots)
-        })
-        .collect();
-    let n = eligible.len();
-    let mut prep = Prepared {
-        px,
-        ctx: Vec::with_capacity(n),
-        weights: Vec::with_capacity(n),
-        caps_lots: Vec::with_capacity(n),
-        bound: Vec::with_capacity(n),
-        min_lots: Vec::with_capacity(n),
-        total_w: 0.0,
-        work: RefCell::default(),
-    };
+    prep.terms.clear();
+    prep.terms.extend(book.mandates.iter().map(|m| {
+        let mtv = m.min_trade_value;
+        let min_lots =
+            if mtv > 0.0 { (mtv / (px * lot as f64) - LOT_EPS).ceil() as i64 } else { 0 };
+        (Terms::of(m, k, ins.sector_idx), min_lots)
+    }));
+    prep.px = px;
+    prep.lot = lot;
+    prep.total_w = 0.0;
+    prep.ctx.clear();
+    prep.weights.clear();
+    prep.caps_lots.clear();
+    prep.bound.clear();
+    prep.min_lots.clear();
+    let Prepared { ctx: ctxs, weights, caps_lots, bound, min_lots: mins, terms, total_w, .. } =
+        prep;
     // positions from the symbol's holders, merged with the accounts (both in book order)
     let holders = book.holders(k);
     let mut h = 0;
@@ -202,33 +203,31 @@ pub fn prepare(
                 b = Some(Bound::Own);
             }
         }
-        prep.ctx.push(ctx);
-        prep.weights.push(w);
-        prep.caps_lots.push(c);
-        prep.bound.push(b);
-        prep.min_lots.push(*min_lots);
-        prep.total_w += w;
+        ctxs.push(ctx);
+        weights.push(w);
+        caps_lots.push(c);
+        bound.push(b);
+        mins.push(*min_lots);
+        *total_w += w;
     }
-    Ok(prep)
+    Ok(())
 }
 
 /// One allocation pass over prepared accounts: splits `q_lots` (None: every account's whole
-/// gap, for target weights) under every cap, with the extra caps of layer 2 in `forced`.
+/// gap, for target weights) under every cap, with the extra caps of layer 2 in `forced`. The
+/// result stays in `prep`: [`Prepared::lots`] per account, [`Prepared::alloc`] in full.
 pub fn split(
     book: &Book,
-    order: &BlockOrder,
-    k: usize,
     eligible: &[usize],
-    prep: &Prepared,
+    prep: &mut Prepared,
     q_lots: Option<i64>,
     forced: &Forced,
-) -> Vec<Alloc> {
-    let lot = book.instruments[k].lot;
+) {
+    let lot = prep.lot;
     let px = prep.px;
     let n = eligible.len();
     let weights = &prep.weights;
-    let mut work = prep.work.borrow_mut();
-    let Work { caps_lots, excluded, over, split } = &mut *work;
+    let Work { caps_lots, excluded, over, split, q_lots: q_used } = &mut prep.work;
     caps_lots.clear();
     caps_lots.extend_from_slice(&prep.caps_lots);
     over.clear();
@@ -253,6 +252,7 @@ pub fn split(
             q
         }
     };
+    *q_used = q_lots;
     excluded.clear();
     excluded.resize(n, false);
     loop {
@@ -280,37 +280,49 @@ pub fn split(
             break;
         }
     }
-    let mut out = Vec::with_capacity(n);
-    for j in 0..n {
+}
+
+impl Prepared {
+    /// Whole lots per account from the latest pass.
+    pub fn lots(&self) -> &[i64] {
+        &self.work.split.qty
+    }
+
+    /// Account `j`'s share from the latest pass, in full. Its binding check is handed over
+    /// (asked again, the binding of a layer-2 or minimum-trade cap is None).
+    pub fn alloc(&mut self, book: &Book, method: AllocationMethod, j: usize) -> Alloc {
+        let lot = self.lot;
+        let lot_f = lot as f64;
+        let w = &mut self.work;
+        let weight = self.weights[j];
         let mut binding = None;
-        if split.capped[j] || excluded[j] {
-            binding = match over.get_mut(j).and_then(Option::take) {
+        if w.split.capped[j] || w.excluded[j] {
+            binding = match w.over.get_mut(j).and_then(Option::take) {
                 Some(c) => Some(Box::new(c)),
-                None => match &prep.bound[j] {
+                None => match &self.bound[j] {
                     Some(Bound::Rule(code)) => {
-                        let c = &prep.ctx[j];
+                        let c = &self.ctx[j];
                         let m = &book.mandates[c.mandate];
-                        let want = split.want[j] * lot as f64;
-                        Some(Box::new(rule_check(c, m, *code, px, want, lot)))
+                        let want = w.split.want[j] * lot_f;
+                        Some(Box::new(rule_check(c, m, *code, self.px, want, lot)))
                     }
                     Some(Bound::Own) | None => None,
                 },
             };
         }
-        let requested = if order.method == AllocationMethod::TargetWeight {
-            weights[j] / lot as f64 // the account's own gap to its target
-        } else if prep.total_w > 0.0 {
-            q_lots as f64 * weights[j] / prep.total_w
+        let requested = if method == AllocationMethod::TargetWeight {
+            weight / lot_f // the account's own gap to its target
+        } else if self.total_w > 0.0 {
+            w.q_lots as f64 * weight / self.total_w
         } else {
             0.0
         };
-        out.push(Alloc {
-            weight: weights[j],
-            requested: requested * lot as f64,
-            ideal: split.ideal[j] * lot as f64,
-            quantity: split.qty[j] * lot,
+        Alloc {
+            weight,
+            requested: requested * lot_f,
+            ideal: w.split.ideal[j] * lot_f,
+            quantity: w.split.qty[j] * lot,
             binding,
-        });
+        }
     }
-    out
 }

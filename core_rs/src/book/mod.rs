@@ -729,19 +729,18 @@ impl Book {
     }
 
     /// Indexes of the accounts that follow `strategy`, in book order.
-    pub fn followers(&mut self, strategy: &str) -> Vec<usize> {
-        if let Some(v) = self.followers.get(strategy) {
-            return v.clone();
+    pub fn followers(&mut self, strategy: &str) -> &[usize] {
+        if !self.followers.contains_key(strategy) {
+            let v: Vec<usize> = self
+                .accounts
+                .iter()
+                .enumerate()
+                .filter(|(_, a)| a.strategies.iter().any(|s| s == strategy))
+                .map(|(i, _)| i)
+                .collect();
+            self.followers.insert(strategy.to_owned(), v);
         }
-        let v: Vec<usize> = self
-            .accounts
-            .iter()
-            .enumerate()
-            .filter(|(_, a)| a.strategies.iter().any(|s| s == strategy))
-            .map(|(i, _)| i)
-            .collect();
-        self.followers.insert(strategy.to_owned(), v.clone());
-        v
+        &self.followers[strategy]
     }
 
     /// Sets live marks: every one is checked first, so a bad entry changes nothing.

@@ -2,7 +2,7 @@
 //! layer 2 for a block, so the intraday path crosses the Python/Rust boundary once per block.
 
 use crate::allocation::caps::{caps_at, floor_lots, rule_check};
-use crate::allocation::{prepare, split, Alloc, Forced};
+use crate::allocation::{prepare, split, Alloc, Forced, Prepared};
 use crate::book::Book;
 use crate::codes::Code;
 use crate::decision::{Check, Decision, Line, LineStatus, Stage, Status};
@@ -33,6 +33,21 @@ pub struct Engine {
     pub blocks: HashMap<String, BlockFills>,
     /// The child order ids of each committed block, by block order id, brokers in name order.
     pub children: HashMap<String, Vec<String>>,
+    /// Working memory of `process`, kept so that a block reuses the memory of the one before.
+    scratch: Scratch,
+}
+
+/// What `process` works in for one block; nothing in it outlives the call.
+#[derive(Debug, Clone, Default)]
+struct Scratch {
+    eligible: Vec<usize>,
+    prep: Prepared,
+    /// Shares per account from the first allocation.
+    first: Vec<i64>,
+    /// The rules each account's lot broke at layer 2 (the first failing pass).
+    breaches: Vec<Option<Vec<Check>>>,
+    live_caps: Vec<i64>,
+    failed: Vec<Option<LotFailure>>,
 }
 
 impl Engine {
@@ -50,6 +65,7 @@ impl Engine {
             brokers: Vec::new(),
             blocks: HashMap::default(),
             children: HashMap::default(),
+            scratch: Scratch::default(),
         };
         engine.brokers = vec![Arc::from(DEFAULT_BROKER); engine.book.accounts.len()];
         for (id, broker) in brokers {
@@ -77,10 +93,11 @@ impl Engine {
         self.book.kill_switch = mode;
     }
 
-    fn eligible(&mut self, order: &BlockOrder) -> CoreResult<Vec<usize>> {
+    /// The accounts a block goes to, in book order, into `out`.
+    fn eligible(&mut self, order: &BlockOrder, out: &mut Vec<usize>) -> CoreResult<()> {
+        out.clear();
         match &order.accounts {
             Some(list) => {
-                let mut out = Vec::with_capacity(list.len());
                 for (n, a) in list.iter().enumerate() {
                     let i = self.book.account_idx.get(a).copied().ok_or_else(|| {
                         CoreError::order(format!("unknown account {a:?}"))
@@ -90,10 +107,10 @@ impl Engine {
                 }
                 out.sort_unstable();
                 out.dedup();
-                Ok(out)
             }
-            None => Ok(self.book.followers(&order.strategy)),
+            None => out.extend_from_slice(self.book.followers(&order.strategy)),
         }
+        Ok(())
     }
 
     /// Layer 1, allocation and layer 2 for one block. `as_of` is seconds since the epoch. With
@@ -103,6 +120,19 @@ impl Engine {
         order: &BlockOrder,
         as_of: f64,
         commit: bool,
+    ) -> CoreResult<Decision> {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let out = self.process_in(order, as_of, commit, &mut scratch);
+        self.scratch = scratch;
+        out
+    }
+
+    fn process_in(
+        &mut self,
+        order: &BlockOrder,
+        as_of: f64,
+        commit: bool,
+        scratch: &mut Scratch,
     ) -> CoreResult<Decision> {
         order.validate()?;
         let k = self.book.symbol(&order.symbol)?;
@@ -127,23 +157,27 @@ impl Engine {
                 }
             }
         }
-        let eligible = self.eligible(order)?;
-        self.book.refresh_exposures(&eligible);
+        let Scratch { eligible, prep, first, breaches, live_caps, failed } = scratch;
+        self.eligible(order, eligible)?;
+        let eligible = &eligible[..];
+        let n = eligible.len();
+        self.book.refresh_exposures(eligible);
         self.book.refresh_firm_totals();
         let px = order.reference_price;
         let live = self.book.prices[k];
         let has_live = !live.is_nan();
         let q_lots = order.quantity.map(|q| q / lot);
-        let none = Forced::default();
-        let prep = prepare(&self.book, order, k, &eligible, px)?;
-        let mut allocs = if eligible.is_empty() {
-            Vec::new()
-        } else {
-            split(&self.book, order, k, &eligible, &prep, q_lots, &none)
-        };
+        prepare(&self.book, order, k, eligible, px, prep)?;
+        if n > 0 {
+            split(&self.book, eligible, prep, q_lots, &Forced::default());
+        }
+        first.clear();
+        if n > 0 {
+            first.extend(prep.lots().iter().map(|&q| q * lot));
+        }
         let requested = match order.quantity {
             Some(q) => q,
-            None => allocs.iter().map(|a| a.quantity).sum(),
+            None => first.iter().sum(),
         };
         let mut decision = Decision {
             account_ids: self.book.account_ids.clone(),
@@ -183,12 +217,12 @@ impl Engine {
             decision.unplaced_quantity = requested;
             return Ok(decision);
         }
-        let first: Vec<i64> = allocs.iter().map(|a| a.quantity).collect();
-        let mut breaches: Vec<Option<Vec<Check>>> = vec![None; eligible.len()];
+        breaches.clear();
+        breaches.resize(n, None);
         let mut any_breach = false;
         if !has_live {
-            for (j, a) in allocs.iter().enumerate() {
-                if a.quantity > 0 {
+            for (j, &q) in first.iter().enumerate() {
+                if q > 0 {
                     let mut c = Check::new(
                         Code::NoLivePrice,
                         None,
@@ -202,9 +236,10 @@ impl Engine {
             }
         } else {
             let mut forced = Forced::default();
-            let mut live_caps = vec![LIVE_CAP_UNKNOWN; eligible.len()];
-            for _ in 0..=eligible.len() {
-                let failing = layer2(&self.book, lot, &prep.ctx, &allocs, live, &mut live_caps);
+            live_caps.clear();
+            live_caps.resize(n, LIVE_CAP_UNKNOWN);
+            for _ in 0..=n {
+                let failing = layer2(&self.book, lot, &prep.ctx, prep.lots(), live, live_caps);
                 if failing.is_empty() {
                     break;
                 }
@@ -217,12 +252,13 @@ impl Engine {
                 if order.on_lot_failure == LotFailurePolicy::RejectBlock {
                     break;
                 }
-                let mut failed: Vec<Option<LotFailure>> = vec![None; eligible.len()];
+                failed.clear();
+                failed.resize(n, None);
                 for f in failing {
                     let j = f.j;
                     failed[j] = Some(f);
                 }
-                for (j, fail) in failed.into_iter().enumerate() {
+                for (j, fail) in failed.drain(..).enumerate() {
                     if let Some(f) = fail {
                         if order.on_lot_failure == LotFailurePolicy::DropLots {
                             let mut c = Check::new(
@@ -256,15 +292,17 @@ impl Engine {
                         forced.insert(j, (c, check));
                     }
                 }
-                allocs = split(&self.book, order, k, &eligible, &prep, q_lots, &forced);
+                split(&self.book, eligible, prep, q_lots, &forced);
             }
         }
         let rejected =
             any_breach && (order.on_lot_failure == LotFailurePolicy::RejectBlock || !has_live);
         let mut placed = 0;
-        let mut lines = Vec::with_capacity(allocs.len());
-        for (j, (a, brk)) in allocs.into_iter().zip(breaches).enumerate() {
-            let Alloc { weight, requested, ideal, quantity, binding } = a;
+        let mut lines = Vec::with_capacity(n);
+        for j in 0..n {
+            let Alloc { weight, requested, ideal, quantity, binding } =
+                prep.alloc(&self.book, order.method, j);
+            let brk = breaches[j].take();
             let qty = if rejected { 0 } else { quantity };
             placed += qty;
             let status = if rejected && first[j] > 0 {
@@ -317,7 +355,7 @@ impl Engine {
         }
         decision.status = Status::Accepted;
         if commit {
-            self.commit(order, &eligible, &lines, k, live)?;
+            self.commit(order, eligible, &lines, k, live)?;
         }
         decision.lines = lines;
         Ok(decision)

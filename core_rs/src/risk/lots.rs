@@ -1,7 +1,6 @@
 //! Layer 2: each allocated lot against its account's mandate, at the live price.
 
 use crate::allocation::caps::{caps_at, floor_lots, rule_check, tightest_at, Ctx};
-use crate::allocation::Alloc;
 use crate::book::Book;
 use crate::decision::Check;
 
@@ -16,8 +15,8 @@ pub struct LotFailure {
 /// Marks an account whose cap at the live price has not been evaluated in this block yet.
 pub const LIVE_CAP_UNKNOWN: i64 = -1;
 
-/// The lots of `allocs` that break a mandate rule at `live`. `ctx` holds each account's position
-/// and exposures for this block (indexed like `allocs`).
+/// The lots allocated (`lots`, whole lots per account) that break a mandate rule at `live`.
+/// `ctx` holds each account's position and exposures for this block (indexed like `lots`).
 ///
 /// `live_caps` keeps each account's cap in lots at the live price across the passes of one
 /// block (the book does not change between them), so a lot is evaluated once.
@@ -25,17 +24,16 @@ pub fn layer2(
     book: &Book,
     lot: i64,
     ctx: &[Ctx],
-    allocs: &[Alloc],
+    lots: &[i64],
     live: f64,
     live_caps: &mut [i64],
 ) -> Vec<LotFailure> {
     let mut out = Vec::new();
     for (j, c) in ctx.iter().enumerate() {
-        let q = allocs[j].quantity;
-        if q == 0 {
+        let q_lots = lots[j];
+        if q_lots == 0 {
             continue;
         }
-        let q_lots = q / lot;
         if live_caps[j] != LIVE_CAP_UNKNOWN && q_lots <= live_caps[j] {
             continue;
         }
@@ -44,6 +42,7 @@ pub fn layer2(
         if q_lots <= live_caps[j] {
             continue;
         }
+        let q = q_lots * lot;
         let caps = caps_at(c, m, live);
         let mut broken = Vec::new();
         for &(code, e_cap) in caps.rules() {
