@@ -135,6 +135,22 @@ pub fn context(book: &Book, i: usize, pos: i64, k: usize, side: Side, terms: &Te
     }
 }
 
+/// Whether every number the rules read of `c` is finite. Then no rule's room is NaN (every
+/// room is a finite or infinite number), and the account's cap never shrinks as the price
+/// falls: at `p2 <= p1`, each room is at least what it is at `p1` (a numerator that does not
+/// depend on the price, divided by a smaller price, correctly rounded operations being monotone;
+/// buying power's numerator also grows as the price falls), or the room at `p1` is negative,
+/// which caps the account at its reducing part there, the least it can be capped at anywhere.
+pub fn cap_monotone_in_price(c: &Ctx) -> bool {
+    c.nav.is_finite()
+        && c.gross_other.is_finite()
+        && c.sector_other.is_finite()
+        && c.gross_pos_other.is_finite()
+        && c.funds.is_finite()
+        && c.equity.is_finite()
+        && c.reserved_cash.is_finite()
+}
+
 const MAX_RULES: usize = 9;
 
 /// Every rule's room (shares it lets the account add) for one account at one price.

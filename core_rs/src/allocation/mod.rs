@@ -12,7 +12,8 @@ use crate::decision::Check;
 use crate::domain::{AllocationMethod, BlockOrder};
 use crate::errors::{CoreError, CoreResult};
 use caps::{
-    context, floor_lots, rule_check, tightest_at, Ctx, Terms, LOT_EPS, REG_T_INITIAL_MARGIN,
+    cap_monotone_in_price, context, floor_lots, rule_check, tightest_at, Ctx, Terms, LOT_EPS,
+    REG_T_INITIAL_MARGIN,
 };
 use waterfill::Split;
 
@@ -132,6 +133,8 @@ pub struct Prepared {
     bound: Vec<Option<Bound>>,
     min_lots: Vec<i64>,
     total_w: f64,
+    /// Whether every account's cap only grows as the price falls (`cap_monotone_in_price`).
+    monotone: bool,
     /// Each mandate's terms for the block's symbol and its minimum trade in lots.
     terms: Vec<(Terms, i64)>,
     /// Working memory of the allocation passes, and the latest pass's result.
@@ -174,13 +177,23 @@ pub fn prepare(
     prep.px = px;
     prep.lot = lot;
     prep.total_w = 0.0;
+    prep.monotone = true;
     prep.ctx.clear();
     prep.weights.clear();
     prep.caps_lots.clear();
     prep.bound.clear();
     prep.min_lots.clear();
-    let Prepared { ctx: ctxs, weights, caps_lots, bound, min_lots: mins, terms, total_w, .. } =
-        prep;
+    let Prepared {
+        ctx: ctxs,
+        weights,
+        caps_lots,
+        bound,
+        min_lots: mins,
+        terms,
+        total_w,
+        monotone,
+        ..
+    } = prep;
     // positions from the symbol's holders, merged with the accounts (both in book order)
     let holders = book.holders(k);
     let mut h = 0;
@@ -203,6 +216,7 @@ pub fn prepare(
                 b = Some(Bound::Own);
             }
         }
+        *monotone &= cap_monotone_in_price(&ctx);
         ctxs.push(ctx);
         weights.push(w);
         caps_lots.push(c);
@@ -283,6 +297,13 @@ pub fn split(
 }
 
 impl Prepared {
+    /// Whether no lot of the first pass can break a mandate rule at price `live`: at a price no
+    /// higher than the block's, every account's cap is at least its cap at the block's price,
+    /// which its lots are within (see `cap_monotone_in_price`).
+    pub fn fits_at(&self, live: f64) -> bool {
+        self.monotone && live <= self.px
+    }
+
     /// Whole lots per account from the latest pass.
     pub fn lots(&self) -> &[i64] {
         &self.work.split.qty

@@ -234,6 +234,13 @@ impl Engine {
                     any_breach = true;
                 }
             }
+        } else if prep.fits_at(live) {
+            // layer 2 would pass every lot: check that it does, in debug builds
+            debug_assert!({
+                live_caps.clear();
+                live_caps.resize(n, LIVE_CAP_UNKNOWN);
+                layer2(&self.book, lot, &prep.ctx, prep.lots(), live, live_caps).is_empty()
+            });
         } else {
             let mut forced = Forced::default();
             live_caps.clear();
