@@ -311,6 +311,7 @@ impl Prepared {
 
     /// Account `j`'s share from the latest pass, in full. Its binding check is handed over
     /// (asked again, the binding of a layer-2 or minimum-trade cap is None).
+    #[inline]
     pub fn alloc(&mut self, book: &Book, method: AllocationMethod, j: usize) -> Alloc {
         let lot = self.lot;
         let lot_f = lot as f64;
