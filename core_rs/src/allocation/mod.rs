@@ -128,7 +128,8 @@ pub struct Prepared {
     /// Each account's position and exposures for this block (layer 2 reuses them).
     pub ctx: Vec<Ctx>,
     weights: Vec<f64>,
-    /// Each account's cap in lots at the block's price (mandate rules and own quantity).
+    /// Each account's cap in lots at the block's price (mandate rules and own quantity); 0 for
+    /// an account of no weight, which the allocation passes leave out.
     pub caps_lots: Vec<i64>,
     bound: Vec<Option<Bound>>,
     min_lots: Vec<i64>,
@@ -207,13 +208,17 @@ pub fn prepare(
         let ctx = context(book, i, pos, k, order.side, t);
         let param = params.as_ref().map_or(0.0, |p| p[j]);
         let (w, extra) = weight(book, order, lot, i, &ctx, param, px);
-        let (cap_shares, binding) = tightest_at(&ctx, &book.mandates[acct.mandate], px);
-        let mut c = floor_lots(cap_shares, lot);
-        let mut b = binding.map(Bound::Rule);
-        if let Some(e) = extra {
-            if e / lot <= c {
-                c = e / lot;
-                b = Some(Bound::Own);
+        // an account of no weight gets nothing and is never capped: its cap is not evaluated
+        let (mut c, mut b) = (0, None);
+        if w > 0.0 {
+            let (cap_shares, binding) = tightest_at(&ctx, &book.mandates[acct.mandate], px);
+            c = floor_lots(cap_shares, lot);
+            b = binding.map(Bound::Rule);
+            if let Some(e) = extra {
+                if e / lot <= c {
+                    c = e / lot;
+                    b = Some(Bound::Own);
+                }
             }
         }
         *monotone &= cap_monotone_in_price(&ctx);
