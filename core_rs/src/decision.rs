@@ -47,6 +47,7 @@ pub enum LineStatus {
     Zero,
 }
 
+/// One account's line of a decision, put together from [`Lines`].
 #[derive(Debug, Clone)]
 pub struct Line {
     /// Position of the account in the decision's `account_ids`.
@@ -61,10 +62,89 @@ pub struct Line {
     pub allocated: i64,
     /// Shares sent for this account.
     pub quantity: i64,
-    /// Boxed: most lines have none, and a line stays small to move.
-    pub binding: Option<Box<Check>>,
+    pub binding: Option<Check>,
     pub l2_breaches: Vec<Check>,
     pub status: LineStatus,
+}
+
+/// How a line's requested share follows from its weight.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Requested {
+    /// Target weights: the weight is the account's own gap to its target, in shares.
+    pub own_gap: bool,
+    /// Lots the allocation split, and the sum of the weights.
+    pub q_lots: i64,
+    pub total_w: f64,
+}
+
+/// Every account's line, column by column: a block writes a few arrays rather than a record
+/// per account, and the figures that follow from others (requested and ideal shares) are
+/// worked out when asked for. Rules that bound or broke are kept for the lines that have them.
+#[derive(Debug, Clone, Default)]
+pub struct Lines {
+    /// Position of each line's account in the decision's `account_ids`, in book order.
+    pub accounts: Vec<usize>,
+    pub weights: Vec<f64>,
+    pub requested: Requested,
+    /// Each line's ideal share in lots.
+    pub ideal_lots: Vec<f64>,
+    pub lot: i64,
+    /// Shares from the first allocation.
+    pub allocated: Vec<i64>,
+    /// Shares sent.
+    pub quantity: Vec<i64>,
+    pub status: Vec<LineStatus>,
+    /// (line, check) of the lines a limit bound, in line order.
+    pub bindings: Vec<(usize, Check)>,
+    /// (line, checks) of the lines whose lot broke rules at layer 2, in line order.
+    pub l2_breaches: Vec<(usize, Vec<Check>)>,
+}
+
+impl Lines {
+    pub fn len(&self) -> usize {
+        self.accounts.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.accounts.is_empty()
+    }
+
+    /// Line `j`'s unconstrained pro-rata share, in shares.
+    pub fn requested(&self, j: usize) -> f64 {
+        let r = &self.requested;
+        let lot = self.lot as f64;
+        let w = self.weights[j];
+        let requested = if r.own_gap {
+            w / lot
+        } else if r.total_w > 0.0 {
+            r.q_lots as f64 * w / r.total_w
+        } else {
+            0.0
+        };
+        requested * lot
+    }
+
+    /// Line `j`'s ideal share, in shares.
+    pub fn ideal(&self, j: usize) -> f64 {
+        self.ideal_lots[j] * self.lot as f64
+    }
+
+    /// Every line in full, in order.
+    pub fn iter(&self) -> impl Iterator<Item = Line> + '_ {
+        let mut b = self.bindings.iter().peekable();
+        let mut l2 = self.l2_breaches.iter().peekable();
+        (0..self.len()).map(move |j| Line {
+            account: self.accounts[j],
+            weight: self.weights[j],
+            requested: self.requested(j),
+            ideal: self.ideal(j),
+            allocated: self.allocated[j],
+            quantity: self.quantity[j],
+            binding: b.next_if(|x| x.0 == j).map(|x| x.1.clone()),
+            l2_breaches: l2.next_if(|x| x.0 == j).map(|x| x.1.clone()).unwrap_or_default(),
+            status: self.status[j],
+        })
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -105,7 +185,7 @@ pub struct Decision {
     pub l1_breaches: Vec<Check>,
     /// Why nothing could be placed (stage `allocation`).
     pub allocation_breaches: Vec<Check>,
-    pub lines: Vec<Line>,
+    pub lines: Lines,
 }
 
 /// A line with its account id, for output.
@@ -117,14 +197,21 @@ struct LineOut<'a> {
     ideal: f64,
     allocated: i64,
     quantity: i64,
-    binding: &'a Option<Box<Check>>,
+    binding: Option<&'a Check>,
     l2_breaches: &'a [Check],
     status: LineStatus,
 }
 
 impl Decision {
-    pub fn account_id(&self, line: &Line) -> &str {
-        &self.account_ids[line.account]
+    /// The account id of line `j`.
+    pub fn account_id(&self, j: usize) -> &str {
+        &self.account_ids[self.lines.accounts[j]]
+    }
+
+    /// (account id, shares) of the accounts that get shares, in book order.
+    pub fn quantities(&self) -> impl Iterator<Item = (&str, i64)> + '_ {
+        let l = &self.lines;
+        (0..l.len()).filter(|&j| l.quantity[j] > 0).map(|j| (self.account_id(j), l.quantity[j]))
     }
 
     pub fn to_json(&self) -> String {
@@ -146,6 +233,22 @@ impl Decision {
             allocation_breaches: &'a [Check],
             lines: Vec<LineOut<'a>>,
         }
+        let l = &self.lines;
+        let mut b = l.bindings.iter().peekable();
+        let mut l2 = l.l2_breaches.iter().peekable();
+        let lines = (0..l.len())
+            .map(|j| LineOut {
+                account_id: self.account_id(j),
+                weight: l.weights[j],
+                requested: l.requested(j),
+                ideal: l.ideal(j),
+                allocated: l.allocated[j],
+                quantity: l.quantity[j],
+                binding: b.next_if(|x| x.0 == j).map(|x| &x.1),
+                l2_breaches: l2.next_if(|x| x.0 == j).map_or(&[], |x| &x.1[..]),
+                status: l.status[j],
+            })
+            .collect();
         let out = Out {
             order_id: &self.order_id,
             journey_id: &self.journey_id,
@@ -161,21 +264,7 @@ impl Decision {
             unplaced_quantity: self.unplaced_quantity,
             l1_breaches: &self.l1_breaches,
             allocation_breaches: &self.allocation_breaches,
-            lines: self
-                .lines
-                .iter()
-                .map(|l| LineOut {
-                    account_id: self.account_id(l),
-                    weight: l.weight,
-                    requested: l.requested,
-                    ideal: l.ideal,
-                    allocated: l.allocated,
-                    quantity: l.quantity,
-                    binding: &l.binding,
-                    l2_breaches: &l.l2_breaches,
-                    status: l.status,
-                })
-                .collect(),
+            lines,
         };
         serde_json::to_string(&out).expect("a decision always serialises")
     }

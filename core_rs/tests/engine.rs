@@ -49,7 +49,7 @@ fn order(id: &str, qty: i64, method: AllocationMethod, px: f64) -> BlockOrder {
 }
 
 fn quantities(d: &Decision) -> Vec<i64> {
-    d.lines.iter().map(|l| l.quantity).collect()
+    d.lines.quantity.clone()
 }
 
 #[test]
@@ -85,7 +85,7 @@ fn stale_reference_price_lets_layer2_catch_concentration() {
     assert!(d.l1_breaches.is_empty());
     assert_eq!(d.stage, Some(Stage::L2));
     assert_eq!(d.placed_quantity, 0);
-    for line in &d.lines {
+    for line in d.lines.iter() {
         assert_eq!(line.allocated, 10);
         assert_eq!(line.status, LineStatus::Blocked);
         assert_eq!(line.l2_breaches[0].code, Code::MaxPositionPct);

@@ -8,7 +8,7 @@ use rustc_hash::FxHashMap as HashMap;
 
 use crate::book::Book;
 use crate::codes::Code;
-use crate::decision::Check;
+use crate::decision::{Check, Requested};
 use crate::domain::{AllocationMethod, BlockOrder};
 use crate::errors::{CoreError, CoreResult};
 use caps::{
@@ -16,16 +16,6 @@ use caps::{
     REG_T_INITIAL_MARGIN,
 };
 use waterfill::Split;
-
-/// One account's share of a block.
-#[derive(Debug, Clone)]
-pub struct Alloc {
-    pub weight: f64,
-    pub requested: f64,
-    pub ideal: f64,
-    pub quantity: i64,
-    pub binding: Option<Box<Check>>,
-}
 
 /// An extra cap from the layer-2 policy, in lots, with the check to report.
 pub type Forced = HashMap<usize, (i64, Check)>;
@@ -234,7 +224,7 @@ pub fn prepare(
 
 /// One allocation pass over prepared accounts: splits `q_lots` (None: every account's whole
 /// gap, for target weights) under every cap, with the extra caps of layer 2 in `forced`. The
-/// result stays in `prep`: [`Prepared::lots`] per account, [`Prepared::alloc`] in full.
+/// result stays in `prep`: [`Prepared::lots`], [`Prepared::ideal_lots`], [`Prepared::binding`].
 pub fn split(
     book: &Book,
     eligible: &[usize],
@@ -314,42 +304,44 @@ impl Prepared {
         &self.work.split.qty
     }
 
-    /// Account `j`'s share from the latest pass, in full. Its binding check is handed over
-    /// (asked again, the binding of a layer-2 or minimum-trade cap is None).
-    #[inline]
-    pub fn alloc(&mut self, book: &Book, method: AllocationMethod, j: usize) -> Alloc {
-        let lot = self.lot;
-        let lot_f = lot as f64;
-        let w = &mut self.work;
-        let weight = self.weights[j];
-        let mut binding = None;
-        if w.split.capped[j] || w.excluded[j] {
-            binding = match w.over.get_mut(j).and_then(Option::take) {
-                Some(c) => Some(Box::new(c)),
-                None => match &self.bound[j] {
-                    Some(Bound::Rule(code)) => {
-                        let c = &self.ctx[j];
-                        let m = &book.mandates[c.mandate];
-                        let want = w.split.want[j] * lot_f;
-                        Some(Box::new(rule_check(c, m, *code, self.px, want, lot)))
-                    }
-                    Some(Bound::Own) | None => None,
-                },
-            };
+    /// Each account's weight.
+    pub fn weights(&self) -> &[f64] {
+        &self.weights
+    }
+
+    /// Each account's ideal share from the latest pass, in lots.
+    pub fn ideal_lots(&self) -> &[f64] {
+        &self.work.split.ideal
+    }
+
+    /// How the lines' requested shares follow from their weights, for the latest pass.
+    pub fn requested(&self, method: AllocationMethod) -> Requested {
+        Requested {
+            own_gap: method == AllocationMethod::TargetWeight,
+            q_lots: self.work.q_lots,
+            total_w: self.total_w,
         }
-        let requested = if method == AllocationMethod::TargetWeight {
-            weight / lot_f // the account's own gap to its target
-        } else if self.total_w > 0.0 {
-            w.q_lots as f64 * weight / self.total_w
-        } else {
-            0.0
-        };
-        Alloc {
-            weight,
-            requested: requested * lot_f,
-            ideal: w.split.ideal[j] * lot_f,
-            quantity: w.split.qty[j] * lot,
-            binding,
+    }
+
+    /// The limit that bound account `j` in the latest pass, if one did. The check of a
+    /// layer-2 or minimum-trade cap is handed over (asked again, it is None).
+    #[inline]
+    pub fn binding(&mut self, book: &Book, j: usize) -> Option<Check> {
+        let w = &mut self.work;
+        if !(w.split.capped[j] || w.excluded[j]) {
+            return None;
+        }
+        match w.over.get_mut(j).and_then(Option::take) {
+            Some(c) => Some(c),
+            None => match &self.bound[j] {
+                Some(Bound::Rule(code)) => {
+                    let c = &self.ctx[j];
+                    let m = &book.mandates[c.mandate];
+                    let want = w.split.want[j] * self.lot as f64;
+                    Some(rule_check(c, m, *code, self.px, want, self.lot))
+                }
+                Some(Bound::Own) | None => None,
+            },
         }
     }
 }

@@ -2,10 +2,10 @@
 //! layer 2 for a block, so the intraday path crosses the Python/Rust boundary once per block.
 
 use crate::allocation::caps::{caps_at, floor_lots, rule_check};
-use crate::allocation::{prepare, split, Alloc, Forced, Prepared};
+use crate::allocation::{prepare, split, Forced, Prepared};
 use crate::book::Book;
 use crate::codes::Code;
-use crate::decision::{Check, Decision, Line, LineStatus, Stage, Status};
+use crate::decision::{Check, Decision, LineStatus, Lines, Stage, Status};
 use crate::domain::{AccountIn, BlockOrder, BookIn, KillSwitch, LotFailurePolicy, Side};
 use crate::errors::{CoreError, CoreResult};
 use crate::fills::{AccountFill, BlockFills, CloseReason, FillPolicy, Shortfall};
@@ -195,7 +195,7 @@ impl Engine {
             unplaced_quantity: 0,
             l1_breaches: Vec::new(),
             allocation_breaches: Vec::new(),
-            lines: Vec::new(),
+            lines: Lines::default(),
         };
         // a preview (commit=false) leaves no trace: ids stay unused, the throttle uncounted
         let mut l1 = layer1(&self.book, &mut self.firm, order, k, requested, as_of, commit);
@@ -305,12 +305,22 @@ impl Engine {
         let rejected =
             any_breach && (order.on_lot_failure == LotFailurePolicy::RejectBlock || !has_live);
         let mut placed = 0;
-        let mut lines = Vec::with_capacity(n);
+        let mut lines = Lines {
+            accounts: eligible.to_vec(),
+            weights: prep.weights().to_vec(),
+            requested: prep.requested(order.method),
+            ideal_lots: prep.ideal_lots().to_vec(),
+            lot,
+            allocated: first.clone(),
+            quantity: Vec::with_capacity(n),
+            status: Vec::with_capacity(n),
+            bindings: Vec::new(),
+            l2_breaches: Vec::new(),
+        };
         for j in 0..n {
-            let Alloc { weight, requested, ideal, quantity, binding } =
-                prep.alloc(&self.book, order.method, j);
+            let binding = prep.binding(&self.book, j);
             let brk = breaches[j].take();
-            let qty = if rejected { 0 } else { quantity };
+            let qty = if rejected { 0 } else { prep.lots()[j] * lot };
             placed += qty;
             let status = if rejected && first[j] > 0 {
                 LineStatus::Blocked
@@ -327,17 +337,14 @@ impl Engine {
             } else {
                 LineStatus::Zero
             };
-            lines.push(Line {
-                account: eligible[j],
-                weight,
-                requested,
-                ideal,
-                allocated: first[j],
-                quantity: qty,
-                binding,
-                l2_breaches: brk.unwrap_or_default(),
-                status,
-            });
+            lines.quantity.push(qty);
+            lines.status.push(status);
+            if let Some(c) = binding {
+                lines.bindings.push((j, c));
+            }
+            if let Some(v) = brk {
+                lines.l2_breaches.push((j, v));
+            }
         }
         decision.placed_quantity = placed;
         decision.unplaced_quantity = if requested > placed { requested - placed } else { 0 };
@@ -374,7 +381,7 @@ impl Engine {
         &mut self,
         order: &BlockOrder,
         eligible: &[usize],
-        lines: &[Line],
+        lines: &Lines,
         k: usize,
         live: f64,
     ) -> CoreResult<()> {
@@ -389,7 +396,7 @@ impl Engine {
         type FillLines = Vec<(Arc<str>, i64, FillPolicy, i64)>;
         let mut by_broker: BTreeMap<Arc<str>, FillLines> = BTreeMap::new();
         for (j, &i) in eligible.iter().enumerate() {
-            let q = lines[j].quantity;
+            let q = lines.quantity[j];
             if q > 0 {
                 self.book.reserve(i, k, order.side, q, res_px);
                 let acct = &self.book.accounts[i];

@@ -447,12 +447,7 @@ impl Decision {
 
     /// Shares per account, for the accounts that get some.
     fn quantities(&self) -> Vec<(String, i64)> {
-        self.inner
-            .lines
-            .iter()
-            .filter(|l| l.quantity > 0)
-            .map(|l| (self.inner.account_id(l).to_owned(), l.quantity))
-            .collect()
+        self.inner.quantities().map(|(a, q)| (a.to_owned(), q)).collect()
     }
 
     fn to_json(&self) -> String {
