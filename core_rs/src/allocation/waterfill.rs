@@ -94,7 +94,7 @@ impl Split {
                 settled = true;
                 break;
             }
-            let (kept, n_capped, next_w) =
+            let (kept, n_capped) =
                 round(active, capped_now, rem_q, rem_w, weights, caps, want, ideal, capped);
             if n_capped == 0 {
                 settled = true;
@@ -106,7 +106,11 @@ impl Split {
                 floored += settle(j, caps[j] as f64, caps, weights, ideal, qty, keyed);
             }
             active.truncate(kept);
-            rem_w = next_w;
+            // the weight that stays, summed in book order
+            rem_w = 0.0;
+            for &j in active.iter() {
+                rem_w += weights[j];
+            }
             rounds += 1;
         }
         if !settled {
@@ -216,8 +220,8 @@ impl Split {
 
 /// One round of water-filling over the pool `active` (book order): each account's share of
 /// `rem_q`, in `want`; the accounts whose share reaches their cap are capped at it and listed in
-/// `capped_now` (book order), the others kept at the front of `active`. Returns how many stay,
-/// how many were capped and the weight that stays (summed in book order).
+/// `capped_now` (book order), the others kept at the front of `active`. Returns how many stay
+/// and how many were capped.
 ///
 /// Branch-free: whether a share reaches its cap is as good as random, and a mispredicted branch
 /// costs more than the stores done either way.
@@ -232,11 +236,10 @@ fn round(
     want: &mut [f64],
     ideal: &mut [f64],
     capped: &mut [bool],
-) -> (usize, usize, f64) {
+) -> (usize, usize) {
     capped_now.clear();
     capped_now.resize(active.len(), 0);
     let (mut kept, mut n_capped) = (0, 0);
-    let mut next_w = 0.0;
     for a in 0..active.len() {
         let j = active[a];
         let w = weights[j];
@@ -251,10 +254,8 @@ fn round(
         n_capped += usize::from(c);
         active[kept] = j;
         kept += usize::from(!c);
-        // adding +0 leaves the sum as it is (it starts at +0 and only grows)
-        next_w += if c { 0.0 } else { w };
     }
-    (kept, n_capped, next_w)
+    (kept, n_capped)
 }
 
 /// Settles account `j` at `value`: its ideal, its whole lots (the ideal is non-negative, so
