@@ -29,35 +29,59 @@ enum Bound {
 }
 
 /// Each eligible account's parameter under the ratios, percent or shares method (0 for an
-/// account the order does not name); None for the other methods. `eligible` is in book order.
+/// account the order does not name), into `out`; false for the other methods. `eligible` is
+/// in book order. `slot` maps a book account to its position among the eligible while it runs
+/// (`NO_SLOT` for the others): all `NO_SLOT`, as long as the book, before and after.
 fn params_by_account(
     book: &Book,
     order: &BlockOrder,
     eligible: &[usize],
-) -> CoreResult<Option<Vec<f64>>> {
+    slot: &mut Vec<u32>,
+    out: &mut Vec<f64>,
+) -> CoreResult<bool> {
     let Some(list) = &order.params else {
-        return Ok(None);
+        return Ok(false);
     };
     debug_assert!(eligible.windows(2).all(|w| w[0] < w[1]), "accounts in book order");
-    let mut out = vec![0.0; eligible.len()];
-    for (a, v) in list {
-        let j = book.account_idx.get(a.as_str()).and_then(|&i| eligible.binary_search(&i).ok());
-        let Some(j) = j else {
-            let field = match order.method {
-                AllocationMethod::Ratios => "ratios",
-                AllocationMethod::Percent => "percents",
-                _ => "shares",
-            };
-            return Err(CoreError::order(format!(
-                "account {a:?} does not follow strategy {:?}",
-                order.strategy
-            ))
-            .at([field.to_owned(), a.clone()]));
-        };
-        out[j] = *v;
+    out.clear();
+    out.resize(eligible.len(), 0.0);
+    if slot.len() != book.accounts.len() {
+        slot.clear();
+        slot.resize(book.accounts.len(), NO_SLOT);
     }
-    Ok(Some(out))
+    for (j, &i) in eligible.iter().enumerate() {
+        slot[i] = j as u32;
+    }
+    let mut unknown = None;
+    for (a, v) in list {
+        match book.account_idx.get(a.as_str()).map(|&i| slot[i]) {
+            Some(j) if j != NO_SLOT => out[j as usize] = *v,
+            _ => {
+                unknown = Some(a);
+                break;
+            }
+        }
+    }
+    for &i in eligible {
+        slot[i] = NO_SLOT;
+    }
+    if let Some(a) = unknown {
+        let field = match order.method {
+            AllocationMethod::Ratios => "ratios",
+            AllocationMethod::Percent => "percents",
+            _ => "shares",
+        };
+        return Err(CoreError::order(format!(
+            "account {a:?} does not follow strategy {:?}",
+            order.strategy
+        ))
+        .at([field.to_owned(), a.clone()]));
+    }
+    Ok(true)
 }
+
+/// Marks a book account that is not among a block's eligible accounts.
+const NO_SLOT: u32 = u32::MAX;
 
 /// An account's weight under the order's method, and for some methods an extra cap in shares
 /// (fixed shares; gap to the target weight). `param` is its parameter under the ratios,
@@ -128,6 +152,10 @@ pub struct Prepared {
     monotone: bool,
     /// Each mandate's terms for the block's symbol and its minimum trade in lots.
     terms: Vec<(Terms, i64)>,
+    /// Each account's parameter under the ratios, percent or shares method.
+    params: Vec<f64>,
+    /// Position among the eligible accounts by book account, while parameters are read.
+    slot: Vec<u32>,
     /// Working memory of the allocation passes, and the latest pass's result.
     work: Work,
 }
@@ -157,7 +185,7 @@ pub fn prepare(
 ) -> CoreResult<()> {
     let ins = &book.instruments[k];
     let lot = ins.lot;
-    let params = params_by_account(book, order, eligible)?;
+    let has_params = params_by_account(book, order, eligible, &mut prep.slot, &mut prep.params)?;
     prep.terms.clear();
     prep.terms.extend(book.mandates.iter().map(|m| {
         let mtv = m.min_trade_value;
@@ -183,6 +211,7 @@ pub fn prepare(
         terms,
         total_w,
         monotone,
+        params,
         ..
     } = prep;
     // positions from the symbol's holders, merged with the accounts (both in book order)
@@ -196,7 +225,7 @@ pub fn prepare(
         let acct = &book.accounts[i];
         let (t, min_lots) = &terms[acct.mandate];
         let ctx = context(book, i, pos, k, order.side, t);
-        let param = params.as_ref().map_or(0.0, |p| p[j]);
+        let param = if has_params { params[j] } else { 0.0 };
         let (w, extra) = weight(book, order, lot, i, &ctx, param, px);
         // an account of no weight gets nothing and is never capped: its cap is not evaluated
         let (mut c, mut b) = (0, None);
