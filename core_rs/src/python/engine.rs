@@ -104,8 +104,53 @@ fn days_since_epoch(year: i32, month: u8, day: u8) -> i64 {
     ordinal - 719_163
 }
 
-/// Reads a block order from any object with the attributes of `mats.models.BlockOrder`.
-fn read_order(obj: &Bound<'_, PyAny>) -> PyResult<BlockOrder> {
+/// The strings of the latest order read, kept so that the next order is written over them
+/// rather than into new allocations.
+#[derive(Default)]
+struct OrderStrings {
+    ids: [String; 4],
+    /// Names and values of the ratios, percents or shares.
+    params: Vec<(String, f64)>,
+    /// Names no longer in use, ready to be written over.
+    spare: Vec<String>,
+}
+
+impl OrderStrings {
+    /// Takes back the strings of an order that was read with `read_order`.
+    fn recycle(&mut self, o: BlockOrder) {
+        let BlockOrder { order_id, journey_id, strategy, symbol, params, .. } = o;
+        self.ids = [order_id, journey_id, strategy, symbol];
+        if let Some(p) = params {
+            self.params = p;
+        }
+    }
+}
+
+/// Reads text field `name` (`key`, interned) of `f` into `out` (a wrong type is an
+/// `OrderError` naming the field).
+fn str_field<'py>(
+    f: &Fields<'_, 'py>,
+    name: &'static str,
+    key: &Bound<'py, PyString>,
+    out: &mut String,
+) -> PyResult<()> {
+    let py = f.obj.py();
+    let v = f.get(key)?;
+    let text = v
+        .downcast::<PyString>()
+        .map_err(|e| {
+            let e = PyErr::from(e);
+            to_py(py, CoreError::order(format!("{name}: {e}")).at([name]))
+        })?
+        .to_str()?;
+    out.clear();
+    out.push_str(text);
+    Ok(())
+}
+
+/// Reads a block order from any object with the attributes of `mats.models.BlockOrder`, into
+/// the strings of `buf` (take them back with `OrderStrings::recycle`).
+fn read_order(obj: &Bound<'_, PyAny>, buf: &mut OrderStrings) -> PyResult<BlockOrder> {
     let py = obj.py();
     let f = Fields::of(obj);
     // enum values are read in place (str subclasses), not copied
@@ -129,20 +174,39 @@ fn read_order(obj: &Bound<'_, PyAny>) -> PyResult<BlockOrder> {
                 let d = v.downcast::<PyDict>().map_err(|_| {
                     to_py(py, CoreError::order(format!("{name} must be a mapping")).at([name]))
                 })?;
-                let mut out = Vec::with_capacity(d.len());
+                let mut out = std::mem::take(&mut buf.params);
+                let mut n = 0;
                 for (k, val) in d.iter() {
-                    out.push((k.extract::<String>()?, val.extract::<f64>()?));
+                    let k = k.downcast::<PyString>().map_err(PyErr::from)?.to_str()?;
+                    let val = val.extract::<f64>()?;
+                    if n < out.len() {
+                        out[n].0.clear();
+                        out[n].0.push_str(k);
+                        out[n].1 = val;
+                    } else {
+                        let mut name = buf.spare.pop().unwrap_or_default();
+                        name.clear();
+                        name.push_str(k);
+                        out.push((name, val));
+                    }
+                    n += 1;
                 }
+                buf.spare.extend(out.drain(n..).map(|e| e.0));
                 Some(out)
             }
         }
         None => None,
     };
+    let [mut order_id, mut journey_id, mut strategy, mut symbol] = std::mem::take(&mut buf.ids);
+    str_field(&f, "order_id", intern!(py, "order_id"), &mut order_id)?;
+    str_field(&f, "journey_id", intern!(py, "journey_id"), &mut journey_id)?;
+    str_field(&f, "strategy", intern!(py, "strategy"), &mut strategy)?;
+    str_field(&f, "symbol", intern!(py, "symbol"), &mut symbol)?;
     Ok(BlockOrder {
-        order_id: field!(f, "order_id")?,
-        journey_id: field!(f, "journey_id")?,
-        strategy: field!(f, "strategy")?,
-        symbol: field!(f, "symbol")?,
+        order_id,
+        journey_id,
+        strategy,
+        symbol,
         side: py_result(py, Side::parse(&side))?,
         quantity: field!(f, "quantity")?,
         target_weight_pct: field!(f, "target_weight_pct")?,
@@ -165,6 +229,7 @@ type ShortfallRow = (String, i64, i64, i64, bool);
 #[pyclass(module = "mats._core")]
 pub struct Engine {
     inner: CoreEngine,
+    strings: OrderStrings,
 }
 
 #[pymethods]
@@ -172,7 +237,10 @@ impl Engine {
     #[new]
     fn new(py: Python<'_>, book_json: &str) -> PyResult<Self> {
         let book = py_result(py, BookIn::from_json(book_json))?;
-        Ok(Engine { inner: py_result(py, CoreEngine::new(book))? })
+        Ok(Engine {
+            inner: py_result(py, CoreEngine::new(book))?,
+            strings: OrderStrings::default(),
+        })
     }
 
     /// Layer 1, allocation and layer 2 for one block order.
@@ -184,9 +252,10 @@ impl Engine {
         commit: bool,
     ) -> PyResult<Decision> {
         let py = order.py();
-        let o = read_order(order)?;
-        let d = py_result(py, self.inner.process(&o, as_of.unwrap_or_else(now), commit))?;
-        Ok(Decision { inner: d })
+        let o = read_order(order, &mut self.strings)?;
+        let d = self.inner.process(&o, as_of.unwrap_or_else(now), commit);
+        self.strings.recycle(o);
+        Ok(Decision { inner: py_result(py, d)? })
     }
 
     /// Adds or replaces an account (JSON of `mats.models.Account`).
