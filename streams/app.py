@@ -63,10 +63,13 @@ starts.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import logging
 import os
+import signal
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -206,7 +209,36 @@ class MatsApp(faust.App):
         known_ids()
         brokers()
         store()
+        with contextlib.suppress(NotImplementedError, RuntimeError):  # no signals here
+            asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, _dump_state)
         await super().on_start()
+
+
+def _dump_state() -> None:
+    """``kill -USR1 <worker>``: every task's stack and the consumer's partitions, to the log."""
+    lines = []
+    for task in asyncio.all_tasks():
+        frames: list[str] = []
+        coro: Any = task.get_coro()
+        while coro is not None and hasattr(coro, "cr_frame"):  # down the chain of awaits
+            if coro.cr_frame is not None:
+                code = coro.cr_frame.f_code
+                frames.append(f"{code.co_filename}:{coro.cr_frame.f_lineno} {code.co_name}")
+            coro = coro.cr_await
+        lines.append(f"{task.get_name()}: " + " -> ".join(frames))
+    with contextlib.suppress(Exception):
+        c: Any = app.consumer  # Faust's consumer: more than its ConsumerT type shows
+        inner = c._thread._ensure_consumer()  # the aiokafka consumer under Faust
+        paused = set(inner.paused())
+        lines.append(f"flow active {c.flow_active} suspended {c.suspend_flow.is_set()} "
+                     f"rebalancing {app.rebalancing} read offsets "
+                     f"{ {str(k): v for k, v in c._read_offset.items() if 'mats.' in k.topic} }")
+        for tp in sorted(inner.assignment()):
+            if tp.topic in ("mats.blocks", "mats.exec-reports", "mats.marketdata") or tp in paused:
+                lines.append(f"{tp.topic}:{tp.partition} position "
+                             f"{inner._subscription.subscription.assignment.state_value(tp)}"
+                             f" highwater {inner.highwater(tp)} paused {tp in paused}")
+    log.warning("state dump:\n%s", "\n".join(lines))
 
 
 app = MatsApp(
@@ -498,8 +530,28 @@ async def _log_start(topic: str, partition: int) -> int:
         await consumer.stop()
 
 
+# When each sequenced partition last had an input taken (time.monotonic()), and a lock each:
+# the agent and the stall watch (_watch_sequenced) never take from one partition at once.
+_last_take: dict[tuple[str, int], float] = {}
+_take_locks: dict[tuple[str, int], asyncio.Lock] = {}
+
+
+def _take_lock(topic: str, partition: int) -> asyncio.Lock:
+    return _take_locks.setdefault((topic, partition), asyncio.Lock())
+
+
 async def _take_in_order(inp: _Input, take: Callable[[_Input], Awaitable[_Taken]],
                          ) -> list[_Taken]:
+    async with _take_lock(inp.topic, inp.partition):
+        _last_take[(inp.topic, inp.partition)] = time.monotonic()
+        try:
+            return await _take_in_order_locked(inp, take)
+        finally:
+            _last_take[(inp.topic, inp.partition)] = time.monotonic()
+
+
+async def _take_in_order_locked(inp: _Input, take: Callable[[_Input], Awaitable[_Taken]],
+                                ) -> list[_Taken]:
     """Takes ``inp`` in offset order: first whatever of its partition was passed over.
 
     The desk takes each sequenced partition's messages one after another, by offset. Faust's
@@ -655,6 +707,59 @@ async def executions(stream: faust.StreamT[bytes]) -> AsyncIterator[_Taken]:
     async for event in stream.events():
         for taken in await _take_in_order(_Input.of(event), _take_report):
             yield taken
+
+
+# A sequenced partition the worker's consumer has read past the desk's next offset, with
+# nothing taken for this long, had messages passed over and no later one came to show the gap.
+STALL_S = 5.0
+_SEQUENCED_TOPICS = ("mats.blocks", "mats.exec-reports")
+
+
+def _consumer_position(tp: Any) -> int | None:
+    """The next offset the worker's consumer will fetch on ``tp``; None when it cannot say."""
+    try:
+        c: Any = app.consumer  # Faust's consumer: more than its ConsumerT type shows
+        inner = c._thread._ensure_consumer()  # aiokafka's consumer under Faust
+        return int(inner._subscription.subscription.assignment.state_value(tp).position)
+    except Exception:  # not assigned, not started, or another aiokafka: no answer
+        return None
+
+
+async def _watch_sequenced() -> None:
+    """Takes up a sequenced partition that stalled with messages passed over.
+
+    Faust's fetcher can pass over the messages it fetched while the flow was suspended (a
+    rebalance, a table recovery), and its seek to the committed offsets afterwards does not
+    go back on a partition with no committed offset: a worker that took over while execution
+    reports were arriving would wait for ever, its consumer at the end of a partition whose
+    messages the desk never took. :func:`_take_in_order` mends a gap when a later message
+    comes; this watch mends one when none does. When a partition's consumer is past the
+    desk's next offset, no take is under way and none happened for :data:`STALL_S`, the
+    consumer goes back to that offset, so the messages come again, in order.
+    """
+    consumer: Any = app.consumer
+    if app.rebalancing or not consumer.flow_active:
+        return
+    now = time.monotonic()
+    for tp in app.consumer.assignment():
+        if tp.topic not in _SEQUENCED_TOPICS:
+            continue
+        key = (tp.topic, tp.partition)
+        last = _last_take.setdefault(key, now)
+        position = _consumer_position(tp)
+        if position is None or now - last < STALL_S or _take_lock(*key).locked():
+            continue
+        expected = desk().next_offset(*key)
+        if expected is None:
+            expected = await _log_start(*key)
+        if position > expected:
+            log.warning("desk: %s:%d stalled at %d with the consumer at %d; reading again "
+                        "from %d", tp.topic, tp.partition, expected, position, expected)
+            _last_take[key] = now  # one seek, then time for the messages to come
+            await app.consumer.seek(tp, expected)
+
+
+app.timer(interval=1.0)(_watch_sequenced)
 
 
 SINK_RETRY_S = (0.5, 30.0)  # first and longest wait between tries of a database that fails
