@@ -3,6 +3,7 @@
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedStr;
+use pyo3::sync::GILOnceCell;
 use pyo3::types::{
     PyDateAccess, PyDateTime, PyDict, PyString, PyTimeAccess, PyTzInfo, PyTzInfoAccess,
 };
@@ -22,21 +23,69 @@ fn now() -> f64 {
         .unwrap_or(0.0)
 }
 
+/// The fields of `mats.models.BlockOrder`, in the order a model instance's `__dict__` lists
+/// them.
+const ORDER_FIELDS: [&str; 16] = [
+    "order_id",
+    "journey_id",
+    "strategy",
+    "symbol",
+    "side",
+    "quantity",
+    "target_weight_pct",
+    "limit_price",
+    "reference_price",
+    "reference_time",
+    "method",
+    "ratios",
+    "percents",
+    "shares",
+    "accounts",
+    "on_lot_failure",
+];
+
+/// The position of `name` in `ORDER_FIELDS` (at compile time).
+const fn field_index(name: &str) -> usize {
+    let mut i = 0;
+    while i < ORDER_FIELDS.len() {
+        let (a, b) = (ORDER_FIELDS[i].as_bytes(), name.as_bytes());
+        if a.len() == b.len() {
+            let mut k = 0;
+            while k < a.len() && a[k] == b[k] {
+                k += 1;
+            }
+            if k == a.len() {
+                return i;
+            }
+        }
+        i += 1;
+    }
+    panic!("not a field of BlockOrder")
+}
+
+/// `ORDER_FIELDS` as interned strings (the keys of a model's `__dict__` are interned, so a key
+/// is one of these exactly when it is the same object).
+static ORDER_KEYS: GILOnceCell<[Py<PyString>; 16]> = GILOnceCell::new();
+
 /// The fields of an order object: looked up in its instance `__dict__` when it has one (a
 /// pydantic model keeps its fields there; a dict lookup is cheaper than attribute access),
-/// else read as attributes.
+/// else read as attributes. When the dict lists the fields first and in their order (a model
+/// instance does), they are read in one pass over it instead of one lookup each.
 struct Fields<'a, 'py> {
     obj: &'a Bound<'py, PyAny>,
     dict: Option<Bound<'py, PyDict>>,
+    listed: Option<[Bound<'py, PyAny>; 16]>,
 }
 
 impl<'a, 'py> Fields<'a, 'py> {
     fn of(obj: &'a Bound<'py, PyAny>) -> Self {
+        let py = obj.py();
         let dict = obj
-            .getattr(intern!(obj.py(), "__dict__"))
+            .getattr(intern!(py, "__dict__"))
             .ok()
             .and_then(|d| d.downcast_into::<PyDict>().ok());
-        Fields { obj, dict }
+        let listed = dict.as_ref().and_then(|d| in_order(d));
+        Fields { obj, dict, listed }
     }
 
     fn get(&self, name: &Bound<'py, PyString>) -> PyResult<Bound<'py, PyAny>> {
@@ -45,6 +94,35 @@ impl<'a, 'py> Fields<'a, 'py> {
         }
         self.obj.getattr(name)
     }
+
+    /// Field `name`, number `i` of `ORDER_FIELDS`.
+    fn get_at(&self, i: usize, name: &Bound<'py, PyString>) -> PyResult<Bound<'py, PyAny>> {
+        match &self.listed {
+            Some(values) => Ok(values[i].clone()),
+            None => self.get(name),
+        }
+    }
+}
+
+/// The values of `dict` for `ORDER_FIELDS` when its first keys are those, in that order.
+fn in_order<'py>(dict: &Bound<'py, PyDict>) -> Option<[Bound<'py, PyAny>; 16]> {
+    let py = dict.py();
+    let keys =
+        ORDER_KEYS.get_or_init(py, || ORDER_FIELDS.map(|f| PyString::intern(py, f).unbind()));
+    let mut pos: pyo3::ffi::Py_ssize_t = 0;
+    let mut out: [Option<Bound<'py, PyAny>>; 16] = Default::default();
+    for (i, key) in keys.iter().enumerate() {
+        let mut k = std::ptr::null_mut();
+        let mut v = std::ptr::null_mut();
+        // SAFETY: the GIL is held and `dict` is a dict; `k` and `v` are borrowed references,
+        // `v` is turned into an owned one before anything else runs
+        let found = unsafe { pyo3::ffi::PyDict_Next(dict.as_ptr(), &mut pos, &mut k, &mut v) };
+        if found == 0 || k != key.as_ptr() {
+            return None;
+        }
+        out[i] = Some(unsafe { Bound::from_borrowed_ptr(py, v) });
+    }
+    Some(out.map(|v| v.expect("every field was read")))
 }
 
 /// Reads field `$name` of `$fields` as the type asked for; a wrong type is an `OrderError`
@@ -53,7 +131,8 @@ macro_rules! field {
     ($fields:expr, $name:literal) => {{
         let f = &$fields;
         let py = f.obj.py();
-        f.get(intern!(py, $name))?
+        const I: usize = field_index($name);
+        f.get_at(I, intern!(py, $name))?
             .extract()
             .map_err(|e| to_py(py, CoreError::order(format!("{}: {e}", $name)).at([$name])))
     }};
@@ -126,16 +205,16 @@ impl OrderStrings {
     }
 }
 
-/// Reads text field `name` (`key`, interned) of `f` into `out` (a wrong type is an
-/// `OrderError` naming the field).
+/// Reads text field `name`, number `i` of `ORDER_FIELDS` (`key`, interned), of `f` into `out`
+/// (a wrong type is an `OrderError` naming the field).
 fn str_field<'py>(
     f: &Fields<'_, 'py>,
-    name: &'static str,
+    (i, name): (usize, &'static str),
     key: &Bound<'py, PyString>,
     out: &mut String,
 ) -> PyResult<()> {
     let py = f.obj.py();
-    let v = f.get(key)?;
+    let v = f.get_at(i, key)?;
     let text = v
         .downcast::<PyString>()
         .map_err(|e| {
@@ -158,16 +237,24 @@ fn read_order(obj: &Bound<'_, PyAny>, buf: &mut OrderStrings) -> PyResult<BlockO
     let method: PyBackedStr = field!(f, "method")?;
     let method = py_result(py, AllocationMethod::parse(&method))?;
     let policy: PyBackedStr = field!(f, "on_lot_failure")?;
-    let reference_ts = timestamp(&f.get(intern!(py, "reference_time"))?)?;
+    let reference_ts = timestamp(
+        &f.get_at(const { field_index("reference_time") }, intern!(py, "reference_time"))?,
+    )?;
     let param_field = match method {
-        AllocationMethod::Ratios => Some(("ratios", intern!(py, "ratios"))),
-        AllocationMethod::Percent => Some(("percents", intern!(py, "percents"))),
-        AllocationMethod::Shares => Some(("shares", intern!(py, "shares"))),
+        AllocationMethod::Ratios => {
+            Some(("ratios", const { field_index("ratios") }, intern!(py, "ratios")))
+        }
+        AllocationMethod::Percent => {
+            Some(("percents", const { field_index("percents") }, intern!(py, "percents")))
+        }
+        AllocationMethod::Shares => {
+            Some(("shares", const { field_index("shares") }, intern!(py, "shares")))
+        }
         _ => None,
     };
     let params = match param_field {
-        Some((name, key)) => {
-            let v = f.get(key)?;
+        Some((name, i, key)) => {
+            let v = f.get_at(i, key)?;
             if v.is_none() {
                 None
             } else {
@@ -198,10 +285,25 @@ fn read_order(obj: &Bound<'_, PyAny>, buf: &mut OrderStrings) -> PyResult<BlockO
         None => None,
     };
     let [mut order_id, mut journey_id, mut strategy, mut symbol] = std::mem::take(&mut buf.ids);
-    str_field(&f, "order_id", intern!(py, "order_id"), &mut order_id)?;
-    str_field(&f, "journey_id", intern!(py, "journey_id"), &mut journey_id)?;
-    str_field(&f, "strategy", intern!(py, "strategy"), &mut strategy)?;
-    str_field(&f, "symbol", intern!(py, "symbol"), &mut symbol)?;
+    str_field(
+        &f,
+        const { (field_index("order_id"), "order_id") },
+        intern!(py, "order_id"),
+        &mut order_id,
+    )?;
+    str_field(
+        &f,
+        const { (field_index("journey_id"), "journey_id") },
+        intern!(py, "journey_id"),
+        &mut journey_id,
+    )?;
+    str_field(
+        &f,
+        const { (field_index("strategy"), "strategy") },
+        intern!(py, "strategy"),
+        &mut strategy,
+    )?;
+    str_field(&f, const { (field_index("symbol"), "symbol") }, intern!(py, "symbol"), &mut symbol)?;
     Ok(BlockOrder {
         order_id,
         journey_id,
