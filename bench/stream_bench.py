@@ -5,8 +5,9 @@ machinery, free loopback ports, a temporary run folder), in this order:
 
 ``worker``
     the real stream worker (``faust -A streams.app worker``, its own OS process: intake ->
-    ``mats.blocks`` -> block processing -> ``mats.allocations`` and ``mats.orders.<broker>``,
-    and the SQL sink on SQLite). Block-order signals are produced to ``mats.signals`` keyed by
+    ``mats.blocks`` -> block processing -> ``mats.allocations`` and ``mats.orders.<broker>``),
+    with the SQL sink (``faust -A streams.sink worker``, SQLite) running beside it on the same
+    cores, as deployed. Block-order signals are produced to ``mats.signals`` keyed by
     strategy: the sample day's orders (``data/sample/orders.json``) cycled, each with a new
     ``order_id``/``journey_id``.
 
@@ -41,10 +42,11 @@ positions are reserved after a few hundred blocks and every later block is refus
 allocation (no child orders to time). Scaled, about 83 % of the blocks stay accepted for the
 whole run; percentages (mandates, sector limits) are unchanged.
 
-Between phases the worker is left to go idle (its CPU use under 10 % for a second, at most
-``--settle-s``), so that one phase's backlog (mostly the SQL sink's) lands in the next as little
-as it can. The phases run 100/s, 1,000/s, then the burst (``--burst-before`` moves it before a
-rate; when this worker cannot finish the burst, what it leaves undone lands in any phase after).
+Between phases the worker and the sink are left to go idle (each one's CPU use under 10 % for a
+second, at most ``--settle-s`` together), so that one phase's backlog (mostly the sink's)
+lands in the next as little as it can. The phases run 100/s, 1,000/s, then the burst
+(``--burst-before`` moves it before a rate; when this worker cannot finish the burst, what it
+leaves undone lands in any phase after).
 Waits are bounded: blocks still undecided when a wait ends are counted (``complete: false``);
 latency percentiles are then of the blocks decided (lower bounds), the burst's rate of the
 blocks decided in ``--burst-wait-s``. ``core_only`` times the same blocks through
@@ -160,6 +162,14 @@ def settle(pid: int, max_s: float, *, idle_share: float = 0.10) -> float:
         except OSError:  # gone: the caller notices
             break
     return round(time.monotonic() - t0, 1)
+
+
+def settle_all(pids: list[int], max_s: float) -> float:
+    """:func:`settle` for each process in turn (all within ``max_s`` together)."""
+    waited = 0.0
+    for pid in pids:
+        waited += settle(pid, max(0.0, max_s - waited))
+    return round(waited, 1)
 
 
 def book_copy(folder: Path, scale: float) -> Path:
@@ -330,14 +340,16 @@ def steady_rate(create_ts: Sequence[float]) -> dict[str, Any]:
 # ------------------------------------------------------------------------------ the worker
 
 
-def start_worker(bootstrap: str, tmp: Path, book: Path, log: Path) -> subprocess.Popen[bytes]:
-    """``faust -A streams.app worker`` on the bench broker, as ``tests/workers.py`` runs it."""
+def start_worker(bootstrap: str, tmp: Path, book: Path, log: Path,
+                 module: str = "streams.app") -> subprocess.Popen[bytes]:
+    """``faust -A <module> worker`` on the bench broker, as ``tests/workers.py`` runs it: the
+    desk's worker (``streams.app``) or the sink's (``streams.sink``)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MATS_", "F_", "FAUST_"))}
     env.update(MATS_KAFKA_BOOTSTRAP=bootstrap, MATS_BOOK_DIR=str(book),
                MATS_DB_URL=f"sqlite:///{tmp / 'mats.db'}", APP_DATADIR=str(tmp / "faust-data"),
                PYTHONPATH=os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p))
     with log.open("wb") as out:
-        return subprocess.Popen([str(FAUST), "-A", "streams.app", "worker", "--without-web",
+        return subprocess.Popen([str(FAUST), "-A", module, "worker", "--without-web",
                                  "--loglevel", "warn"], cwd=tmp, env=env, stdout=out,
                                 stderr=subprocess.STDOUT, start_new_session=True)
 
@@ -403,6 +415,8 @@ async def bench_worker(bootstrap: str, tmp: Path, args: argparse.Namespace,
     book = book_copy(tmp / "book", args.book_scale)
     log = tmp / "worker.log"
     worker = start_worker(bootstrap, tmp, book, log)
+    # the sink writes the SQL store beside it, as in a deployment: same machine, its own process
+    sink = start_worker(bootstrap, tmp, book, tmp / "sink.log", module="streams.sink")
     alive = _alive(worker, "the stream worker", log)
     reader = Reader(bootstrap, [BLOCKS, ALLOCATIONS, *gateway_topics])
     producer = None
@@ -418,7 +432,7 @@ async def bench_worker(bootstrap: str, tmp: Path, args: argparse.Namespace,
                        START_WAIT_S, alive)
         result["worker_ready_s"] = round(time.monotonic() - t0, 1)
         print(f"worker ready after {result['worker_ready_s']} s", flush=True)
-        result["settle_s"]["start"] = settle(worker.pid, args.settle_s)
+        result["settle_s"]["start"] = settle_all([worker.pid, sink.pid], args.settle_s)
 
         async def paced(rate: float) -> None:
             run = f"R{rate:g}"
@@ -435,7 +449,7 @@ async def bench_worker(bootstrap: str, tmp: Path, args: argparse.Namespace,
             except BenchError as e:
                 print(f"  {e}", flush=True)
             await asyncio.sleep(0.5)  # child orders follow their block's instruction
-            cpu = _cpu_s(worker.pid) - cpu0  # the sink may still be behind: a lower bound
+            cpu = _cpu_s(worker.pid) - cpu0  # the desk's worker only: the sink is its own process
             counted = {oid for oid, _k, _v in batch}
             decided = [(read - sent[k]) * 1000 for k, _v, _c, read
                        in reader.seen.records[ALLOCATIONS] if k in counted]
@@ -464,7 +478,7 @@ async def bench_worker(bootstrap: str, tmp: Path, args: argparse.Namespace,
             print(f"  {rate:>6g}/s  p50 {row['p50_ms']} ms  p99 {row['p99_ms']} ms  "
                   f"({len(accepted)} accepted of {len(decided)}/{len(batch)} blocks)",
                   flush=True)
-            result["settle_s"][run] = settle(worker.pid, args.settle_s)
+            result["settle_s"][run] = settle_all([worker.pid, sink.pid], args.settle_s)
 
         async def burst() -> None:
             """Blocks a second, from the CreateTime of the burst's allocation instructions."""
@@ -518,7 +532,7 @@ async def bench_worker(bootstrap: str, tmp: Path, args: argparse.Namespace,
             if not done_burst and rate >= args.burst_before:
                 await burst()
                 done_burst = True
-                result["settle_s"]["BURST"] = settle(worker.pid, args.settle_s)
+                result["settle_s"]["BURST"] = settle_all([worker.pid, sink.pid], args.settle_s)
             await paced(rate)
         if not done_burst:
             await burst()
@@ -530,6 +544,7 @@ async def bench_worker(bootstrap: str, tmp: Path, args: argparse.Namespace,
         with contextlib.suppress(Exception):
             await reader.stop()
         result["worker_exit"] = stop_process(worker, timeout=60)
+        result["sink_exit"] = stop_process(sink, timeout=60)
 
 
 # ------------------------------------------------------------------------------ aiokafka floor

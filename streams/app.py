@@ -1,4 +1,4 @@
-"""The MATS stream app: one Faust app on Kafka, run as ``faust -A streams.app worker``.
+"""The MATS stream app: the desk's Faust app on Kafka, run as ``faust -A streams.app worker``.
 
 Agents
 ------
@@ -22,12 +22,9 @@ Agents
     to each child order's accounts at its average price (``mats.account-fills``,
     ``mats.account-state``), a report that ends a child order closes it with every account's
     shortfall, exposure and limit alerts follow.
-``sink``
-    reads what the app publishes (``mats.blocks``, ``mats.allocations``, the order topics of the
-    configured gateways, ``mats.exec-reports``, ``mats.account-fills``, ``mats.alerts``,
-    ``mats.dlq``) and writes each message to the SQL store as one event
-    (:func:`mats.store.event_from_message`, :meth:`mats.store.Store.record`), in batches,
-    idempotently by event id; a message it cannot read is kept as kind ``unparsed``.
+
+The SQL event store is written by another Faust app in its own process, ``streams.sink``
+(``faust -A streams.sink worker``), so that a slow or failed database never holds back trading.
 
 The sequenced topics (block orders, prices, execution reports) and the desk's tables have one
 partition, so one worker holds the desk at a time and applies them in one order; the journal
@@ -48,9 +45,6 @@ Environment
 ``MATS_KAFKA_GATEWAYS``
     the gateways there are order topics for (as for ``mats kafka``); a worker whose book has
     accounts at a broker without a gateway refuses to start
-``MATS_DB_URL``
-    the SQL store the ``sink`` agent writes to (default: SQLite, ``run/mats.db`` in the
-    checkout); its schema is migrated when the worker starts
 ``MATS_SESSION_TIMEOUT_S``
     how long a silent worker keeps its partitions before another takes them (default 10)
 ``APP_DATADIR``
@@ -80,7 +74,6 @@ import faust
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TransportT
-from sqlalchemy.exc import OperationalError
 
 from mats import kafka
 from mats.blocks import PriceTick, brokers_of, validate_tick
@@ -99,11 +92,9 @@ from mats.intake import (
     validate_signal,
 )
 from mats.models import BlockOrder
-from mats.store import Event, Store, event_from_message
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_BOOK_DIR = ROOT / "data" / "sample"
-DEFAULT_DB = ROOT / "run" / "mats.db"
 
 log = logging.getLogger(__name__)
 
@@ -124,18 +115,6 @@ def book_dir(env: dict[str, str] | None = None) -> Path:
 def known_ids() -> KnownIds:
     """The symbols and accounts of the book in :func:`book_dir`, loaded once per process."""
     return KnownIds.of(load_book(book_dir()))
-
-
-def db_url(env: dict[str, str] | None = None) -> str:
-    """The SQL store's URL: ``MATS_DB_URL``, else SQLite in ``run/mats.db`` of the checkout."""
-    env = dict(os.environ) if env is None else env
-    return env.get("MATS_DB_URL") or f"sqlite:///{DEFAULT_DB}"
-
-
-@functools.cache
-def store() -> Store:
-    """The worker's SQL store (:func:`db_url`), opened and migrated once per process."""
-    return Store(db_url())
 
 
 def session_timeout_s(env: dict[str, str] | None = None) -> float:
@@ -194,9 +173,10 @@ class _Transport(faust_aiokafka.Transport):
 class MatsApp(faust.App):
     """A :class:`faust.App` on aiokafka whose producers are idempotent with ``acks=all``.
 
-    The worker also loads the book (:func:`known_ids`, :func:`desk`) and opens the SQL store
-    (:func:`store`) as it starts, so that a missing or broken book folder, a broker without a
-    gateway, or a database it cannot open, stops it at once instead of at the first message.
+    As it starts, a worker runs :meth:`check` (the desk's loads the book, the sink's opens the
+    SQL store), so that a missing or broken book folder, a broker without a gateway, or a
+    database it cannot open, stops it at once instead of at the first message; and
+    ``kill -USR1`` makes it log its state (:func:`_dump_state`).
     """
 
     def _new_transport(self) -> TransportT:
@@ -205,16 +185,39 @@ class MatsApp(faust.App):
     def _new_producer_transport(self) -> TransportT:
         return _Transport(self.conf.broker_producer, self)
 
-    async def on_start(self) -> None:
+    def check(self) -> None:
+        """What must hold before the worker takes any message; raises if it does not."""
         known_ids()
         brokers()
-        store()
+
+    async def on_start(self) -> None:
+        self.check()
         with contextlib.suppress(NotImplementedError, RuntimeError):  # no signals here
-            asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, _dump_state)
+            asyncio.get_running_loop().add_signal_handler(
+                signal.SIGUSR1, functools.partial(_dump_state, self))
         await super().on_start()
 
 
-def _dump_state() -> None:
+def app_settings() -> dict[str, Any]:
+    """The settings every MATS Faust app shares (the desk's and the sink's)."""
+    return dict(
+        broker=broker_urls(),
+        producer_acks=-1,
+        store="memory://",
+        # Agents here need no leader; without this Faust would make one more topic for it.
+        topic_disable_leader=True,
+        # On stop, do not wait for messages still buffered in a stream (that wait can hang).
+        # Their offsets are not committed, so they are read again on restart, and every input
+        # is known by where it was read (the desk) or by its event id (the sink).
+        stream_wait_empty=False,
+        # A worker that dies is noticed after the session timeout; then its partitions, and
+        # the sequenced desk with them, go to a worker still alive.
+        broker_session_timeout=session_timeout_s(),
+        broker_heartbeat_interval=min(3.0, session_timeout_s() / 3),
+    )
+
+
+def _dump_state(app: faust.App) -> None:
     """``kill -USR1 <worker>``: every task's stack and the consumer's partitions, to the log."""
     lines = []
     for task in asyncio.all_tasks():
@@ -243,24 +246,12 @@ def _dump_state() -> None:
 
 app = MatsApp(
     "mats",
-    broker=broker_urls(),
-    producer_acks=-1,
-    store="memory://",
     # The worker's local state goes beside run/kafka, which git ignores. Faust's APP_DATADIR
     # overrides it (its --datadir option does not: it is read after the app is imported).
     datadir=ROOT / "run" / "streams",
-    # Agents here need no leader; without this Faust would make one more topic for it.
-    topic_disable_leader=True,
-    # On stop, do not wait for messages still buffered in a stream: with two agents on one
-    # topic (blocks and sink on mats.blocks) that wait can hang. Their offsets are not
-    # committed, so they are read again on restart; every event is recorded by its event id.
-    stream_wait_empty=False,
-    # A worker that dies is noticed after the session timeout; then its partitions, and the
-    # sequenced desk with them, go to a worker still alive.
-    broker_session_timeout=session_timeout_s(),
-    broker_heartbeat_interval=min(3.0, session_timeout_s() / 3),
     # the second worker keeps a standby copy of the journal, so a takeover replays from memory
     table_standby_replicas=1,
+    **app_settings(),
 )
 
 _SPECS = {spec.name: spec for spec in kafka.TOPICS}
@@ -344,20 +335,6 @@ def gateway_topic(gateway: str) -> faust.TopicT:
     spec = kafka.gateway_topic(gateway)
     return app.topic(spec.name, partitions=spec.partitions, key_type=str, value_type=bytes,
                      key_serializer="raw", value_serializer="raw")
-
-
-def sink_topic_names(gateways: Sequence[str] | None = None) -> list[str]:
-    """What the ``sink`` agent reads: the block orders and every topic block processing writes."""
-    if gateways is None:
-        gateways = kafka.settings().gateways
-    return ["mats.blocks", "mats.allocations",
-            *(kafka.gateway_topic(g).name for g in gateways), "mats.exec-reports",
-            "mats.account-fills", "mats.alerts", "mats.dlq"]
-
-
-# Raw bytes, decoded by the sink itself: a message it cannot read is kept, not skipped.
-sink_topic = app.topic(*sink_topic_names(), key_type=bytes, value_type=bytes,
-                       key_serializer="raw", value_serializer="raw")
 
 
 def _out_topic(name: str) -> faust.TopicT:
@@ -760,44 +737,3 @@ async def _watch_sequenced() -> None:
 
 
 app.timer(interval=1.0)(_watch_sequenced)
-
-
-SINK_RETRY_S = (0.5, 30.0)  # first and longest wait between tries of a database that fails
-
-
-async def _record(events: list[Event]) -> int:
-    # the database call is blocking: off the event loop, so the other agents go on meanwhile
-    wait, longest = SINK_RETRY_S
-    while True:
-        try:
-            return await asyncio.to_thread(store().record, events)
-        except OperationalError as e:
-            # the database is down or locked: the message waits (its offset is not committed)
-            log.warning("sink: the SQL store failed (%s); trying again in %.1f s", e, wait)
-            await asyncio.sleep(wait)
-            wait = min(wait * 2, longest)
-
-
-# The sink writes what came in the last moment in one transaction: one commit per message
-# would make the database, not the stream, set the pace (and Faust hands a message to the next
-# agent only once every agent on its topic has room for it).
-SINK_BATCH = 500
-SINK_WITHIN_S = 0.05
-
-
-@app.agent(sink_topic)
-async def sink(stream: faust.StreamT[bytes]) -> AsyncIterator[Event]:
-    """Published messages in; one event each in the SQL store, idempotently by event id,
-    written in batches (up to :data:`SINK_BATCH` messages, or what came within
-    :data:`SINK_WITHIN_S`), one transaction each.
-
-    Yields the event it recorded for each message (recorded already or not), for tests.
-    """
-    async for events in stream.take_events(  # type: ignore[attr-defined]
-            SINK_BATCH, within=SINK_WITHIN_S):
-        rows = [event_from_message(e.message.topic, e.message.partition, e.message.offset,
-                                   e.value, key=e.message.key, timestamp=e.message.timestamp)
-                for e in events]
-        await _record(rows)
-        for row in rows:
-            yield row

@@ -50,7 +50,7 @@ from mats.models import (
     Side,
 )
 from mats.store import Store
-from workers import WAIT_S, partitions, start_worker, stop_worker
+from workers import WAIT_S, partitions, start_sink, start_worker, stop_worker
 
 NOW = datetime(2024, 6, 3, 14, 30, tzinfo=UTC)
 
@@ -467,7 +467,7 @@ def test_worker_on_real_kafka_publishes_instructions_orders_and_alerts(
     assert len(expected_children) >= 2  # the growth accounts are at several brokers
     outputs = ["mats.allocations", "mats.alerts", "mats.dlq", *expected_children]
     bootstrap = broker.bootstrap_servers
-    log = tmp_path / "worker.log"
+    log, sink_log = tmp_path / "worker.log", tmp_path / "sink.log"
     # what the sink must have written to the SQL store, journey by journey
     db = f"sqlite:///{tmp_path / 'store' / 'events.db'}"
     want_journeys = {
@@ -493,11 +493,13 @@ def test_worker_on_real_kafka_publishes_instructions_orders_and_alerts(
             await producer.send_and_wait("mats.marketdata", json.dumps(tick).encode(),
                                          key=base.symbol.encode())
             await producer.send_and_wait("mats.marketdata", b"not a tick", key=b"?")
-            box.append(start_worker(broker, tmp_path, book_copy, log,
-                                    extra_env={"MATS_DB_URL": db}))
+            box.append(start_worker(broker, tmp_path, book_copy, log))
+            box.append(start_sink(broker, tmp_path, book_copy, sink_log,
+                                  extra_env={"MATS_DB_URL": db}))
 
             def check() -> None:
                 assert box[0].poll() is None, f"the worker died:\n{log.read_text()[-3000:]}"
+                assert box[1].poll() is None, f"the sink died:\n{sink_log.read_text()[-3000:]}"
                 assert time.monotonic() < deadline, (
                     f"{ {k: len(v) for k, v in got.items()} }; worker log:\n"
                     f"{log.read_text()[-3000:]}")
@@ -536,8 +538,8 @@ def test_worker_on_real_kafka_publishes_instructions_orders_and_alerts(
     try:
         got = asyncio.run(scenario(box))
     finally:
-        code = stop_worker(box[0]) if box else None
-    assert code == 0, log.read_text()[-3000:]
+        codes = [stop_worker(p) for p in box]
+    assert codes == [0, 0], log.read_text()[-3000:] + sink_log.read_text()[-3000:]
 
     instructions = {k.decode(): AllocationInstruction.model_validate_json(v)
                     for k, v in got["mats.allocations"]}

@@ -34,7 +34,7 @@ from mats.blocks import Alert, ChildOrder, block_messages, brokers_of
 from mats.config import load_book, load_orders
 from mats.models import Side
 from mats.store import Store
-from workers import WAIT_S, start_worker, stop_worker
+from workers import WAIT_S, start_sink, start_worker, stop_worker
 
 
 @pytest.fixture
@@ -297,9 +297,9 @@ def test_the_worker_sink_writes_journeys_to_postgresql(
                        *["alert"] * alerts],
             "J-PG-2": ["signal", "allocation_instruction", "alert"]}
     assert children >= 2
-    log = tmp_path / "worker.log"
+    log, sink_log = tmp_path / "worker.log", tmp_path / "sink.log"
 
-    async def scenario(worker: subprocess.Popen[bytes]) -> dict[str, list[str]]:
+    async def scenario(sink: subprocess.Popen[bytes]) -> dict[str, list[str]]:
         producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap_servers, acks="all")
         await producer.start()
         try:
@@ -312,18 +312,19 @@ def test_the_worker_sink_writes_journeys_to_postgresql(
         with Store(pg_url) as store:
             while True:
                 got = {j: [e.kind for e in store.journey(j)] for j in want}
-                if got == want or time.monotonic() > deadline or worker.poll() is not None:
+                if got == want or time.monotonic() > deadline or sink.poll() is not None:
                     return got
                 await asyncio.sleep(0.3)
 
-    worker = start_worker(broker, tmp_path, book_copy, log, extra_env={"MATS_DB_URL": pg_url})
+    worker = start_worker(broker, tmp_path, book_copy, log)
+    sink = start_sink(broker, tmp_path, book_copy, sink_log, extra_env={"MATS_DB_URL": pg_url})
     try:
-        got = asyncio.run(scenario(worker))
+        got = asyncio.run(scenario(sink))
     finally:
-        code = stop_worker(worker)
-    assert got == want, log.read_text()[-3000:]
-    assert code == 0, log.read_text()[-3000:]
-    # written by the worker into PostgreSQL itself: its schema, by its migrations, and the rows
+        codes = [stop_worker(worker), stop_worker(sink)]
+    assert got == want, log.read_text()[-3000:] + sink_log.read_text()[-3000:]
+    assert codes == [0, 0], log.read_text()[-3000:] + sink_log.read_text()[-3000:]
+    # written by the sink into PostgreSQL itself: its schema, by its migrations, and the rows
     assert _query(pg_url, "SELECT version_num FROM alembic_version") == "0002"
     assert _query(pg_url, "SELECT count(*) FROM events") == sum(map(len, want.values()))
     assert _query(pg_url, "SELECT count(DISTINCT event_id) FROM events "

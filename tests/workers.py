@@ -16,23 +16,38 @@ FAUST = Path(sys.executable).parent / "faust"
 WAIT_S = 120  # a bound on a broken run, not a timing check
 
 
-def start_worker(broker: kafka.KafkaSettings, tmp_path: Path, book_dir: Path, log: Path,
-                 extra_env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
-    """``faust -A streams.app worker`` on the test broker, logging to ``log``.
-
-    Its SQL store is ``tmp_path / "mats.db"`` unless ``extra_env`` (set last) names another
-    (``MATS_DB_URL``): a test worker never writes to the checkout's ``run/mats.db``.
-    """
+def _env(broker: kafka.KafkaSettings, tmp_path: Path, book_dir: Path,
+         extra_env: Mapping[str, str] | None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MATS_", "F_", "FAUST_"))}
     env.update(MATS_KAFKA_BOOTSTRAP=broker.bootstrap_servers, MATS_BOOK_DIR=str(book_dir),
                MATS_DB_URL=f"sqlite:///{tmp_path / 'mats.db'}",
                APP_DATADIR=str(tmp_path / "faust-data"),
                PYTHONPATH=os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p))
     env.update(extra_env or {})
+    return env
+
+
+def _faust(module: str, env: dict[str, str], cwd: Path, log: Path) -> subprocess.Popen[bytes]:
     with log.open("wb") as out:
-        return subprocess.Popen([str(FAUST), "-A", "streams.app", "worker", "--without-web",
-                                 "--loglevel", "info"], cwd=tmp_path, env=env, stdout=out,
+        return subprocess.Popen([str(FAUST), "-A", module, "worker", "--without-web",
+                                 "--loglevel", "info"], cwd=cwd, env=env, stdout=out,
                                 stderr=subprocess.STDOUT)
+
+
+def start_worker(broker: kafka.KafkaSettings, tmp_path: Path, book_dir: Path, log: Path,
+                 extra_env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """``faust -A streams.app worker`` (the desk) on the test broker, logging to ``log``."""
+    return _faust("streams.app", _env(broker, tmp_path, book_dir, extra_env), tmp_path, log)
+
+
+def start_sink(broker: kafka.KafkaSettings, tmp_path: Path, book_dir: Path, log: Path,
+               extra_env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """``faust -A streams.sink worker`` (the event store's writer) on the test broker.
+
+    Its SQL store is ``tmp_path / "mats.db"`` unless ``extra_env`` (set last) names another
+    (``MATS_DB_URL``): a test sink never writes to the checkout's ``run/mats.db``.
+    """
+    return _faust("streams.sink", _env(broker, tmp_path, book_dir, extra_env), tmp_path, log)
 
 
 def stop_worker(worker: subprocess.Popen[bytes]) -> int:

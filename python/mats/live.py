@@ -9,7 +9,8 @@
 3. starts one broker simulator per broker of the book's accounts (the FIX 4.4 acceptor, or the
    JSON/HTTP prime-broker API, as ``infra/fix/gateways.yaml`` says) and one gateway process per
    broker (``mats gateway run NAME``), on free loopback ports;
-4. starts the stream worker (``faust -A streams.app worker``) on that state;
+4. starts the stream worker (``faust -A streams.app worker``) on that state, and the sink
+   (``faust -A streams.sink worker``) that writes every event to the SQL store;
 5. replays the sample day: live prices to ``mats.marketdata`` and the day's signals to
    ``mats.signals``, re-timed to now, showing progress (blocks decided, child orders, execution
    reports, account fills) and every alert as it comes;
@@ -416,16 +417,21 @@ async def _trade(day: Day, book_dir: Path, run: Path, bootstrap: str, procs: Pro
     faust = str(Path(py).parent / "faust")
     procs.start("worker", [faust, "-A", "streams.app", "worker", "--without-web",
                            "--loglevel", "info"], env, cwd=run / "worker")
+    # the event store's writer, in its own process: the store never holds the desk back
+    (run / "sink").mkdir()
+    procs.start("sink", [faust, "-A", "streams.sink", "worker", "--without-web",
+                         "--loglevel", "info"], env, cwd=run / "sink")
     watch = StoreWatch(run / "mats.db")
     deadline = time.monotonic() + READY_S
     while True:  # every gateway logged on to its broker, and the worker ready
         procs.check()
         states = await _logged_on(bootstrap)
-        worker = (procs.logs / "worker.log").read_text(errors="replace")
-        if "Worker ready" in worker and all(states.get(b) == "logged_on" for b in brokers):
+        ready = all("Worker ready" in (procs.logs / f"{p}.log").read_text(errors="replace")
+                    for p in ("worker", "sink"))
+        if ready and all(states.get(b) == "logged_on" for b in brokers):
             break
         if time.monotonic() > deadline:
-            raise LiveError(f"gateways {states} and worker not ready after {READY_S:.0f} s; "
+            raise LiveError(f"gateways {states}, worker and sink not ready after {READY_S:.0f} s; "
                             f"logs in {procs.logs}")
         await asyncio.sleep(1.0)
     console.print(f"[bold]5. The day[/bold]: {len(orders)} signals and live prices "
