@@ -15,9 +15,9 @@ pub struct Split {
     live: Vec<usize>,
     active: Vec<usize>,
     capped_now: Vec<usize>,
-    /// (remainder, weight, index) of the accounts that can take another lot, the two numbers
-    /// as order keys (see [`order_key`]).
-    keyed: Vec<(u64, u64, usize)>,
+    /// (remainder, index) of the accounts that can take another lot, the remainder as an
+    /// order key (see [`order_key`]); weights are looked at only between equal remainders.
+    keyed: Vec<(u64, usize)>,
 }
 
 /// An unsigned key that orders floats as `f64::total_cmp` does: computed once per account, so
@@ -103,7 +103,7 @@ impl Split {
             capped_now.truncate(n_capped);
             for &j in capped_now.iter() {
                 rem_q -= caps[j] as f64;
-                floored += settle(j, caps[j] as f64, caps, weights, ideal, qty, keyed);
+                floored += settle(j, caps[j] as f64, caps, ideal, qty, keyed);
             }
             active.truncate(kept);
             // the weight that stays, summed in book order
@@ -130,7 +130,7 @@ impl Split {
                 }
                 want[j] = share;
                 capped[j] = true;
-                floored += settle(j, caps[j] as f64, caps, weights, ideal, qty, keyed);
+                floored += settle(j, caps[j] as f64, caps, ideal, qty, keyed);
                 rem_q -= caps[j] as f64;
                 k += 1;
             }
@@ -151,14 +151,17 @@ impl Split {
             }
             want[j] = share;
             let v = if share < caps[j] as f64 { share } else { caps[j] as f64 };
-            floored += settle(j, v, caps, weights, ideal, qty, keyed);
+            floored += settle(j, v, caps, ideal, qty, keyed);
         }
         let mut left = target - floored;
         let frac = |ideal: &[f64], j: usize| ideal[j] - (ideal[j] as i64) as f64;
         if left > 0 {
             // larger remainder, then larger weight, then earlier account
-            let by_rank = |a: &(u64, u64, usize), b: &(u64, u64, usize)| {
-                (b.0, b.1, a.2).cmp(&(a.0, a.1, b.2))
+            let by_rank = |a: &(u64, usize), b: &(u64, usize)| {
+                b.0.cmp(&a.0).then_with(|| {
+                    let (wa, wb) = (order_key(weights[a.1]), order_key(weights[b.1]));
+                    wb.cmp(&wa).then(a.1.cmp(&b.1))
+                })
             };
             // Only the first `left` in rank order get a lot, one each (the usual case): select
             // them in linear time; their order does not matter. Otherwise every candidate gets
@@ -166,14 +169,14 @@ impl Split {
             if (left as usize) < keyed.len() {
                 let cut = left as usize;
                 keyed.select_nth_unstable_by(cut, by_rank);
-                for &(_, _, j) in &keyed[..cut] {
+                for &(_, j) in &keyed[..cut] {
                     qty[j] += 1;
                 }
             } else {
                 keyed.sort_unstable_by(by_rank);
                 let cand = active;
                 cand.clear();
-                cand.extend(keyed.iter().map(|k| k.2));
+                cand.extend(keyed.iter().map(|k| k.1));
                 while left > 0 && !cand.is_empty() {
                     let mut kept = 0;
                     for a in 0..cand.len() {
@@ -260,22 +263,21 @@ fn round(
 
 /// Settles account `j` at `value`: its ideal, its whole lots (the ideal is non-negative, so
 /// truncation is the floor; never above the cap), and, when it can take another lot, its
-/// (remainder, weight, index) in `keyed` for the lots left over. Returns its whole lots.
+/// (remainder, index) in `keyed` for the lots left over. Returns its whole lots.
 fn settle(
     j: usize,
     value: f64,
     caps: &[i64],
-    weights: &[f64],
     ideal: &mut [f64],
     qty: &mut [i64],
-    keyed: &mut Vec<(u64, u64, usize)>,
+    keyed: &mut Vec<(u64, usize)>,
 ) -> i64 {
     ideal[j] = value;
     let whole = value as i64;
     let f = if whole > caps[j] { caps[j] } else { whole };
     qty[j] = f;
     if f < caps[j] {
-        keyed.push((order_key(value - whole as f64), order_key(weights[j]), j));
+        keyed.push((order_key(value - whole as f64), j));
     }
     f
 }
