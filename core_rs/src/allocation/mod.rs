@@ -148,8 +148,6 @@ pub struct Prepared {
     bound: Vec<Option<Bound>>,
     min_lots: Vec<i64>,
     total_w: f64,
-    /// Whether every account's cap only grows as the price falls (`cap_monotone_in_price`).
-    monotone: bool,
     /// Each mandate's terms for the block's symbol and its minimum trade in lots.
     terms: Vec<(Terms, i64)>,
     /// Each account's parameter under the ratios, percent or shares method.
@@ -196,7 +194,6 @@ pub fn prepare(
     prep.px = px;
     prep.lot = lot;
     prep.total_w = 0.0;
-    prep.monotone = true;
     prep.ctx.clear();
     prep.weights.clear();
     prep.caps_lots.clear();
@@ -210,7 +207,6 @@ pub fn prepare(
         min_lots: mins,
         terms,
         total_w,
-        monotone,
         params,
         ..
     } = prep;
@@ -240,7 +236,6 @@ pub fn prepare(
                 }
             }
         }
-        *monotone &= cap_monotone_in_price(&ctx);
         ctxs.push(ctx);
         weights.push(w);
         caps_lots.push(c);
@@ -325,7 +320,7 @@ impl Prepared {
     /// higher than the block's, every account's cap is at least its cap at the block's price,
     /// which its lots are within (see `cap_monotone_in_price`).
     pub fn fits_at(&self, live: f64) -> bool {
-        self.monotone && live <= self.px
+        live <= self.px && self.ctx.iter().all(cap_monotone_in_price)
     }
 
     /// Whole lots per account from the latest pass.
