@@ -32,13 +32,12 @@ import asyncio
 import functools
 import logging
 import os
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 
 import faust
 from sqlalchemy.exc import OperationalError
 
-from mats import kafka
-from mats.store import Event, Store, event_from_message
+from mats.store import Event, Store, event_from_message, sink_topic_names
 from streams.app import ROOT, MatsApp, app_settings
 
 DEFAULT_DB = ROOT / "run" / "mats.db"
@@ -68,17 +67,8 @@ class SinkApp(MatsApp):
 app = SinkApp("mats-sink", datadir=ROOT / "run" / "streams-sink", **app_settings())
 
 
-def sink_topic_names(gateways: Sequence[str] | None = None) -> list[str]:
-    """What the ``sink`` agent reads: the block orders and every topic the desk and the
-    gateways write that the store keeps."""
-    if gateways is None:
-        gateways = kafka.settings().gateways
-    return ["mats.blocks", "mats.allocations",
-            *(kafka.gateway_topic(g).name for g in gateways), "mats.exec-reports",
-            "mats.account-fills", "mats.alerts", "mats.dlq"]
-
-
-# Raw bytes, decoded by the sink itself: a message it cannot read is kept, not skipped.
+# The topics of mats.store.sink_topic_names, as raw bytes decoded by the sink itself: a message
+# it cannot read is kept, not skipped.
 sink_topic = app.topic(*sink_topic_names(), key_type=bytes, value_type=bytes,
                        key_serializer="raw", value_serializer="raw")
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
 
@@ -32,9 +32,10 @@ from conftest import SAMPLE_DIR
 from mats import Engine, kafka, pg
 from mats.blocks import Alert, ChildOrder, block_messages, brokers_of
 from mats.config import load_book, load_orders
-from mats.models import Side
-from mats.store import Store
+from mats.models import BlockOrder, Side
+from mats.store import Store, event_from_message, sink_topic_names
 from workers import WAIT_S, start_sink, start_worker, stop_worker
+from workers import partitions as kafka_partitions
 
 
 @pytest.fixture
@@ -337,3 +338,106 @@ def test_the_worker_sink_writes_journeys_to_postgresql(
         assert store.journey("J-PG-2")[1].data()["status"] == "rejected"
         assert signal.occurred_at.tzinfo is not None
     assert "Traceback" not in log.read_text()
+
+
+@pytest.mark.slow
+def test_trading_goes_on_while_the_database_is_down_and_the_sink_catches_up(
+        own_broker: kafka.KafkaSettings, run_dir: Path, book_copy: Path, tmp_path: Path) -> None:
+    """The store's database stops in the middle of the day: the desk keeps deciding blocks and
+    sending child orders, the sink waits, and when the database is back every event published
+    is in it, once."""
+    url = pg.up(run_dir, port=0)
+    risk = yaml.safe_load((book_copy / "risk.yaml").read_text())
+    risk.pop("throttle", None)
+    (book_copy / "risk.yaml").write_text(yaml.safe_dump({**risk, "max_reference_age_s": 1e9}))
+    book = load_book(book_copy)
+    base = load_orders(SAMPLE_DIR / "orders.json")[0]
+    now = datetime.now(UTC)
+    orders = [base.model_copy(update={"order_id": f"OUT-{i}", "journey_id": f"J-OUT-{i}",
+                                      "side": Side.BUY, "quantity": 500,
+                                      "reference_price": book.prices[base.symbol],
+                                      "reference_time": now, "limit_price": None})
+              for i in range(6)]
+    journeys = {o.journey_id for o in orders}
+    log, sink_log = tmp_path / "worker.log", tmp_path / "sink.log"
+
+    def logs() -> str:
+        return f"worker:\n{log.read_text()[-3000:]}\nsink:\n{sink_log.read_text()[-3000:]}"
+
+    async def send(items: list[BlockOrder]) -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=own_broker.bootstrap_servers, acks="all")
+        await producer.start()
+        try:
+            for o in items:
+                await producer.send_and_wait("mats.signals", o.model_dump_json().encode(),
+                                             key=o.strategy.encode())
+        finally:
+            await producer.stop()
+
+    async def published() -> dict[str, str]:
+        """Event id -> kind of every message of the sink's topics on our journeys."""
+        consumer = AIOKafkaConsumer(bootstrap_servers=own_broker.bootstrap_servers,
+                                    enable_auto_commit=False)
+        await consumer.start()
+        try:
+            tps = [TopicPartition(t, p) for t in sink_topic_names()
+                   for p in range(kafka_partitions(t))]
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            end = await consumer.end_offsets(tps)
+            out: dict[str, str] = {}
+            for tp in tps:
+                while await consumer.position(tp) < end[tp]:
+                    for r in (await consumer.getmany(tp, timeout_ms=1000)).get(tp, []):
+                        e = event_from_message(r.topic, r.partition, r.offset, r.value,
+                                               key=r.key, timestamp=r.timestamp / 1000)
+                        if e.journey_id in journeys:
+                            out[e.event_id] = e.kind
+            return out
+        finally:
+            await consumer.stop()
+
+    def decided(n: int) -> dict[str, str]:
+        """Waits until the desk has published an allocation instruction for ``n`` blocks."""
+        deadline = time.monotonic() + WAIT_S
+        while True:
+            events = asyncio.run(published())
+            if sum(k == "allocation_instruction" for k in events.values()) >= n:
+                return events
+            assert time.monotonic() < deadline, logs()
+            time.sleep(0.5)
+
+    def stored() -> dict[str, str]:
+        with Store(url) as store:
+            return {e.event_id: e.kind for j in sorted(journeys) for e in store.journey(j)}
+
+    worker = start_worker(own_broker, tmp_path, book_copy, log)
+    sink = start_sink(own_broker, tmp_path, book_copy, sink_log, extra_env={"MATS_DB_URL": url})
+    try:
+        asyncio.run(send(orders[:3]))
+        before = decided(3)
+        deadline = time.monotonic() + WAIT_S
+        while stored() != before:  # the sink has written the first half
+            assert time.monotonic() < deadline, logs()
+            time.sleep(0.3)
+        pg.down(run_dir, timeout=30)
+        # the database is down: the desk still decides the next blocks and routes their orders
+        asyncio.run(send(orders[3:]))
+        during = decided(6)
+        assert sum(k == "child_order" for k in during.values()) > sum(
+            k == "child_order" for k in before.values())
+        deadline = time.monotonic() + WAIT_S
+        while "the SQL store failed" not in sink_log.read_text():
+            assert time.monotonic() < deadline, logs()
+            time.sleep(0.3)
+        assert worker.poll() is None and sink.poll() is None, logs()
+        assert pg.up(run_dir) == url  # the same server and port, its data kept
+        deadline = time.monotonic() + WAIT_S
+        while stored() != during:  # caught up: every event published, and no other
+            assert time.monotonic() < deadline, logs()
+            time.sleep(0.5)
+    finally:
+        codes = [stop_worker(worker), stop_worker(sink)]
+    assert codes == [0, 0], logs()
+    assert sorted(set(during.values())) == ["allocation_instruction", "child_order", "signal"]
+    assert _query(url, "SELECT count(*) FROM events") == len(during)

@@ -22,7 +22,7 @@ import base64
 import json
 import os
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -68,6 +68,7 @@ __all__ = [
     "db_url",
     "event_from_message",
     "migrate",
+    "sink_topic_names",
 ]
 
 DEFAULT_URL = "sqlite:///run/mats.db"
@@ -90,6 +91,17 @@ def db_url(env: Mapping[str, str] | None = None) -> str:
     """The store's URL: ``MATS_DB_URL``, else :data:`DEFAULT_URL` (relative to the cwd)."""
     env = os.environ if env is None else env
     return env.get("MATS_DB_URL") or DEFAULT_URL
+
+
+def sink_topic_names(gateways: Sequence[str] | None = None) -> list[str]:
+    """The topics whose messages the store keeps (what the sink reads): the block orders and
+    what the desk and the gateways publish about them (``gateways``: default, the configured
+    ones of :func:`mats.kafka.settings`)."""
+    if gateways is None:
+        gateways = kafka.settings().gateways
+    return [BLOCKS_TOPIC, ALLOCATIONS_TOPIC,
+            *(kafka.gateway_topic(g).name for g in gateways), EXEC_REPORTS_TOPIC,
+            ACCOUNT_FILLS_TOPIC, ALERTS_TOPIC, DLQ_TOPIC]
 
 
 # ------------------------------------------------------------------------------ schema

@@ -29,7 +29,7 @@ from mats.executions import (
 from mats.store import Event, Store, event_from_message
 
 BLOCKS_TOPIC = "mats.blocks"
-# what the stream app's sink reads (streams/sink.py, sink_topic_names), the gateways' topics aside
+# what the stream app's sink reads (mats.store.sink_topic_names), the gateways' topics aside
 SINK_TOPICS = ("mats.blocks", "mats.allocations", "mats.exec-reports", "mats.account-fills",
                "mats.alerts", "mats.dlq")
 
