@@ -4,8 +4,6 @@
 pub mod caps;
 pub mod waterfill;
 
-use rustc_hash::FxHashMap as HashMap;
-
 use crate::book::Book;
 use crate::codes::Code;
 use crate::decision::{Check, Requested};
@@ -17,8 +15,52 @@ use caps::{
 };
 use waterfill::Split;
 
-/// An extra cap from the layer-2 policy, in lots, with the check to report.
-pub type Forced = HashMap<usize, (i64, Check)>;
+/// Why the layer-2 policy capped an account: a check, or a mandate rule at a price, made into
+/// a check only if the cap binds in the allocation reported.
+#[derive(Debug, Clone)]
+pub enum Why {
+    Check(Check),
+    /// Rule `code` at price `px` for a lot of `qty` shares (as `rule_check` reports it).
+    Rule {
+        code: Code,
+        px: f64,
+        qty: f64,
+    },
+}
+
+/// Extra caps from the layer-2 policy, in lots, with why, by account position.
+#[derive(Debug, Default)]
+pub struct Forced {
+    caps: Vec<Option<(i64, Why)>>,
+    /// The positions that have one, in the order they were first set.
+    set: Vec<usize>,
+}
+
+impl Forced {
+    /// No extra cap on any of `n` accounts.
+    pub fn new(n: usize) -> Self {
+        Forced { caps: vec![None; n], set: Vec::new() }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty()
+    }
+
+    pub fn get(&self, j: usize) -> Option<&(i64, Why)> {
+        self.caps.get(j).and_then(Option::as_ref)
+    }
+
+    pub fn insert(&mut self, j: usize, cap: (i64, Why)) {
+        if self.caps[j].is_none() {
+            self.set.push(j);
+        }
+        self.caps[j] = Some(cap);
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (usize, &(i64, Why))> + '_ {
+        self.set.iter().map(|&j| (j, self.caps[j].as_ref().expect("a set cap")))
+    }
+}
 
 /// What bound an account's cap.
 #[derive(Debug, Clone)]
@@ -163,9 +205,9 @@ pub struct Prepared {
 struct Work {
     caps_lots: Vec<i64>,
     excluded: Vec<bool>,
-    /// Checks that replace the prepared binding (layer-2 policy, minimum trade size); empty
-    /// when there are none.
-    over: Vec<Option<Check>>,
+    /// What replaces the prepared binding (layer-2 policy, minimum trade size); empty when
+    /// nothing does.
+    over: Vec<Option<Why>>,
     split: Split,
     /// The lots the latest pass split.
     q_lots: i64,
@@ -266,10 +308,10 @@ pub fn split(
     over.clear();
     if !forced.is_empty() {
         over.resize(n, None);
-        for (&j, (f, check)) in forced {
+        for (j, (f, why)) in forced.iter() {
             if *f <= caps_lots[j] {
                 caps_lots[j] = *f;
-                over[j] = Some(check.clone());
+                over[j] = Some(why.clone());
             }
         }
     }
@@ -306,7 +348,7 @@ pub fn split(
                 if over.is_empty() {
                     over.resize(n, None);
                 }
-                over[j] = Some(check);
+                over[j] = Some(Why::Check(check));
             }
         }
         if !any {
@@ -356,7 +398,11 @@ impl Prepared {
             return None;
         }
         match w.over.get_mut(j).and_then(Option::take) {
-            Some(c) => Some(c),
+            Some(Why::Check(c)) => Some(c),
+            Some(Why::Rule { code, px, qty }) => {
+                let c = &self.ctx[j];
+                Some(rule_check(c, &book.mandates[c.mandate], code, px, qty, self.lot))
+            }
             None => match &self.bound[j] {
                 Some(Bound::Rule(code)) => {
                     let c = &self.ctx[j];

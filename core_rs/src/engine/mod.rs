@@ -1,8 +1,8 @@
 //! The engine: the book plus layer-1 memory, and the one call that runs layer 1, allocation and
 //! layer 2 for a block, so the intraday path crosses the Python/Rust boundary once per block.
 
-use crate::allocation::caps::{caps_at, floor_lots, rule_check};
-use crate::allocation::{prepare, split, Forced, Prepared};
+use crate::allocation::caps::{floor_lots, tightest_at};
+use crate::allocation::{prepare, split, Forced, Prepared, Why};
 use crate::book::Book;
 use crate::codes::Code;
 use crate::decision::{Check, Decision, LineStatus, Lines, Stage, Status};
@@ -47,6 +47,8 @@ struct Scratch {
     /// The rules each account's lot broke at layer 2 (the first failing pass).
     breaches: Vec<Option<Vec<Check>>>,
     live_caps: Vec<i64>,
+    /// The rule that sets each account's cap at the live price, where `live_caps` has one.
+    live_codes: Vec<Option<Code>>,
     failed: Vec<Option<LotFailure>>,
 }
 
@@ -157,7 +159,7 @@ impl Engine {
                 }
             }
         }
-        let Scratch { eligible, prep, first, breaches, live_caps, failed } = scratch;
+        let Scratch { eligible, prep, first, breaches, live_caps, live_codes, failed } = scratch;
         self.eligible(order, eligible)?;
         let eligible = &eligible[..];
         let n = eligible.len();
@@ -239,14 +241,20 @@ impl Engine {
             debug_assert!({
                 live_caps.clear();
                 live_caps.resize(n, LIVE_CAP_UNKNOWN);
-                layer2(&self.book, lot, &prep.ctx, prep.lots(), live, live_caps).is_empty()
+                live_codes.clear();
+                live_codes.resize(n, None);
+                let lots = prep.lots();
+                layer2(&self.book, lot, &prep.ctx, lots, live, live_caps, live_codes).is_empty()
             });
         } else {
             let mut forced = Forced::default();
             live_caps.clear();
             live_caps.resize(n, LIVE_CAP_UNKNOWN);
+            live_codes.clear();
+            live_codes.resize(n, None);
             for _ in 0..=n {
-                let failing = layer2(&self.book, lot, &prep.ctx, prep.lots(), live, live_caps);
+                let lots = prep.lots();
+                let failing = layer2(&self.book, lot, &prep.ctx, lots, live, live_caps, live_codes);
                 if failing.is_empty() {
                     break;
                 }
@@ -258,6 +266,9 @@ impl Engine {
                 }
                 if order.on_lot_failure == LotFailurePolicy::RejectBlock {
                     break;
+                }
+                if forced.is_empty() {
+                    forced = Forced::new(n);
                 }
                 failed.clear();
                 failed.resize(n, None);
@@ -275,28 +286,33 @@ impl Engine {
                                 "lot dropped: failed layer-2 risk at live price",
                             );
                             c.cap = Some(0.0);
-                            forced.insert(j, (0, c));
+                            forced.insert(j, (0, Why::Check(c)));
                         } else {
                             let c = f.cap_lots;
-                            if forced.get(&j).is_none_or(|prev| c < prev.0) {
+                            if forced.get(j).is_none_or(|prev| c < prev.0) {
                                 // the tightest rule always breaks, so a failing lot names one
                                 let check = f.broken.into_iter().next().expect("a broken rule");
-                                forced.insert(j, (c, check));
+                                forced.insert(j, (c, Why::Check(check)));
                             }
                         }
                         continue;
                     }
+                    // an account of no weight is offered nothing, whatever its cap
+                    if prep.weights()[j] <= 0.0 {
+                        continue;
+                    }
                     // an account that passed keeps what passes at the live price too, so the
                     // quantity re-offered to it cannot make it fail
-                    let ctx = &prep.ctx[j];
-                    let m = &self.book.mandates[ctx.mandate];
-                    let caps = caps_at(ctx, m, live);
-                    let c = floor_lots(caps.cap_shares(), lot);
-                    live_caps[j] = c;
-                    let prev_cap = forced.get(&j).map_or(prep.caps_lots[j], |f| f.0);
-                    if let (true, Some(code)) = (c < prev_cap, caps.binding()) {
-                        let check = rule_check(ctx, m, code, live, (c * lot) as f64, lot);
-                        forced.insert(j, (c, check));
+                    if live_caps[j] == LIVE_CAP_UNKNOWN {
+                        let ctx = &prep.ctx[j];
+                        let (cap, code) = tightest_at(ctx, &self.book.mandates[ctx.mandate], live);
+                        live_caps[j] = floor_lots(cap, lot);
+                        live_codes[j] = code;
+                    }
+                    let c = live_caps[j];
+                    let prev_cap = forced.get(j).map_or(prep.caps_lots[j], |f| f.0);
+                    if let (true, Some(code)) = (c < prev_cap, live_codes[j]) {
+                        forced.insert(j, (c, Why::Rule { code, px: live, qty: (c * lot) as f64 }));
                     }
                 }
                 split(&self.book, eligible, prep, q_lots, &forced);

@@ -2,6 +2,7 @@
 
 use crate::allocation::caps::{caps_at, floor_lots, rule_check, tightest_at, Ctx};
 use crate::book::Book;
+use crate::codes::Code;
 use crate::decision::Check;
 
 /// A lot that fails at the live price: the account's cap there in lots, and every rule it breaks.
@@ -19,7 +20,8 @@ pub const LIVE_CAP_UNKNOWN: i64 = -1;
 /// `ctx` holds each account's position and exposures for this block (indexed like `lots`).
 ///
 /// `live_caps` keeps each account's cap in lots at the live price across the passes of one
-/// block (the book does not change between them), so a lot is evaluated once.
+/// block (the book does not change between them), so a lot is evaluated once; `live_codes`
+/// the rule that sets it.
 pub fn layer2(
     book: &Book,
     lot: i64,
@@ -27,6 +29,7 @@ pub fn layer2(
     lots: &[i64],
     live: f64,
     live_caps: &mut [i64],
+    live_codes: &mut [Option<Code>],
 ) -> Vec<LotFailure> {
     let mut out = Vec::new();
     for (j, c) in ctx.iter().enumerate() {
@@ -38,7 +41,9 @@ pub fn layer2(
             continue;
         }
         let m = &book.mandates[c.mandate];
-        live_caps[j] = floor_lots(tightest_at(c, m, live).0, lot);
+        let (cap, code) = tightest_at(c, m, live);
+        live_caps[j] = floor_lots(cap, lot);
+        live_codes[j] = code;
         if q_lots <= live_caps[j] {
             continue;
         }
