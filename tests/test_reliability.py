@@ -272,6 +272,10 @@ def test_a_worker_killed_mid_stream_restarts_to_the_same_state(
         workers.append(start_worker(broker, tmp_path, book_dir, logs[2], WORKER_ENV))
         total = len(blocks) + len(reports)
         wait_for("every report", lambda: journal_size(topics) >= total, workers, logs)
+        # the second worker may have applied everything before it was killed: the third is
+        # stopped once it is up (its clean stop is checked below), not while it starts
+        wait_for("the third worker", lambda: "Worker ready" in logs[2].read_text(), workers,
+                 logs)
     finally:
         codes = [stop_worker(w) for w in workers]
     assert codes[:2] == [-9, -9] and codes[2] == 0, logs[2].read_text()[-3000:]
@@ -311,6 +315,10 @@ def test_two_workers_share_the_partitions_and_hand_over_the_desk(
         asyncio.run(produce(bootstrap, "mats.exec-reports", reports_feed(reports[40:])))
         total = len(blocks) + len(reports)
         wait_for("every report", lambda: journal_size(topics) >= total, workers, logs)
+        # the second worker may have applied everything before it was killed: the third is
+        # stopped once it is up (its clean stop is checked below), not while it starts
+        wait_for("the third worker", lambda: "Worker ready" in logs[2].read_text(), workers,
+                 logs)
     finally:
         codes = [stop_worker(w) for w in workers]
     assert codes == [0, 0]
