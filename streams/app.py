@@ -192,10 +192,28 @@ class MatsApp(faust.App):
 
     async def on_start(self) -> None:
         self.check()
+        _quiet_root_logger()
         with contextlib.suppress(NotImplementedError, RuntimeError):  # no signals here
             asyncio.get_running_loop().add_signal_handler(
                 signal.SIGUSR1, functools.partial(_dump_state, self))
         await super().on_start()
+
+
+def _quiet_root_logger() -> None:
+    """Leaves debug records unmade when no handler wants them.
+
+    At ``--loglevel warn`` and above, Faust's worker puts the root logger at DEBUG for a
+    terminal spinner that turns on every record: Faust and aiokafka then build a debug record
+    for every message (about a tenth of a busy worker's time). The spinner goes; the root
+    logger's level is its handlers' lowest again.
+    """
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if type(handler).__name__ == "SpinnerHandler":
+            root.removeHandler(handler)
+    levels = [h.level for h in root.handlers]
+    if levels and min(levels) > root.level:
+        root.setLevel(min(levels))
 
 
 def app_settings() -> dict[str, Any]:
