@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from typing import Any
 
 import pytest
@@ -603,3 +604,16 @@ def test_working_orders_in_other_symbols_count_against_leverage_and_sector_caps(
             e.apply_fill("A0", sym, "buy", q, 10.0)
         gross = sum(abs(e.position("A0", s)) * 10.0 for s in ("MSFT", "AAPL", "XOM"))
         assert gross <= 100_000
+
+
+def test_account_state_is_read_for_the_accounts_asked_in_their_order() -> None:
+    e = Engine(make_book([1e6, 2e6, 3e6]))
+    e.apply_fill("A1", "MSFT", "buy", 100, 10.0)
+    every = json.loads(e.accounts_json())
+    assert [r["account_id"] for r in every] == ["A0", "A1", "A2"]  # book order
+    some = json.loads(e.accounts_json(["A2", "A1"]))
+    assert some == [every[2], every[1]]
+    assert some[1]["positions"] == {"MSFT": 100}
+    assert json.loads(e.accounts_json([])) == []
+    with pytest.raises(OrderError, match='unknown account "A9"'):
+        e.accounts_json(["A1", "A9"])

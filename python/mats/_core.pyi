@@ -47,8 +47,9 @@ class Engine:
         """The firm's exposure at marks and its use of the firm-wide limits, as JSON."""
     def holders(self, symbol: str) -> list[str]:
         """The accounts holding a position in a symbol, in book order."""
-    def accounts_json(self) -> str:
-        """Every account's live state, in book order, as JSON."""
+    def accounts_json(self, ids: list[str] | None = None) -> str:
+        """The live state of the accounts ``ids`` in that order, or of every account in book
+        order, as JSON."""
     def child_orders(self, order_id: str) -> list[str]:
         """The child order ids of a committed block (one per broker of its accounts)."""
 

@@ -547,8 +547,7 @@ class Desk:
         return out
 
     def _states(self, accounts: list[str], *, journey_id: str, at: datetime) -> list[Outgoing]:
-        wanted = set(accounts)
-        rows = [r for r in json.loads(self.engine.accounts_json()) if r["account_id"] in wanted]
+        rows = json.loads(self.engine.accounts_json(accounts))
         return [Outgoing(ACCOUNT_STATE_TOPIC, r["account_id"], AccountState(
             journey_id=journey_id, realized_pnl=self.ledger.realized(r["account_id"]), as_of=at,
             **r)) for r in rows]

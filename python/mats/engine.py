@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 from mats import _core
@@ -120,10 +120,11 @@ class Engine:
         """The accounts holding a position in ``symbol``, in book order."""
         return self._native.holders(symbol)
 
-    def accounts_json(self) -> str:
-        """Every account's live state (cash, settled and reserved cash, positions and working
-        orders by symbol), in book order, as JSON."""
-        return self._native.accounts_json()
+    def accounts_json(self, ids: Sequence[str] | None = None) -> str:
+        """The live state (cash, settled and reserved cash, positions and working orders by
+        symbol) of the accounts ``ids`` in that order, or of every account in book order, as
+        JSON. An unknown id raises :class:`mats.errors.OrderError` naming it."""
+        return self._native.accounts_json(None if ids is None else list(ids))
 
     def child_orders(self, order_id: str) -> list[str]:
         """The child order ids of a committed block: one per broker of its accounts."""

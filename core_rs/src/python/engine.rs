@@ -511,14 +511,21 @@ impl Engine {
             .collect())
     }
 
-    /// Every account's live state (cash, settled and reserved cash, positions and working
-    /// orders by symbol), in book order, as JSON.
-    fn accounts_json(&self) -> String {
+    /// The live state (cash, settled and reserved cash, positions and working orders by
+    /// symbol) of the accounts `ids` in that order, or of every account in book order, as JSON.
+    #[pyo3(signature = (ids=None))]
+    fn accounts_json(&self, py: Python<'_>, ids: Option<Vec<String>>) -> PyResult<String> {
         let b = &self.inner.book;
-        let rows: Vec<serde_json::Value> = b
-            .accounts
+        let rows_of: Vec<usize> = match ids {
+            None => (0..b.accounts.len()).collect(),
+            Some(ids) => {
+                ids.iter().map(|id| py_result(py, b.account(id))).collect::<PyResult<_>>()?
+            }
+        };
+        let rows: Vec<serde_json::Value> = rows_of
             .iter()
-            .map(|a| {
+            .map(|&i| {
+                let a = &b.accounts[i];
                 let positions: serde_json::Map<String, serde_json::Value> = a
                     .positions
                     .iter()
@@ -544,7 +551,7 @@ impl Engine {
                 })
             })
             .collect();
-        serde_json::Value::Array(rows).to_string()
+        Ok(serde_json::Value::Array(rows).to_string())
     }
 
     /// The child order ids of a committed block (one per broker of its accounts).
