@@ -78,7 +78,15 @@ from faust.types import TransportT
 from mats import kafka
 from mats.blocks import PriceTick, brokers_of, validate_tick
 from mats.config import load_book
-from mats.desk import Desk, JournalEntry, Mark, OutMessage, SourceRef, journal_key
+from mats.desk import (
+    Desk,
+    JournalEntry,
+    JournalOfAnotherBook,
+    Mark,
+    OutMessage,
+    SourceRef,
+    journal_key,
+)
 from mats.errors import MatsError
 from mats.executions import ExecutionReport
 from mats.intake import (
@@ -433,6 +441,9 @@ class _Holder:
 _current = _Holder()
 
 
+EXIT_WRONG_BOOK = 78  # EX_CONFIG of sysexits.h: the book does not match the journal
+
+
 def desk() -> Desk:
     """The worker's :class:`mats.desk.Desk`, brought up to date with the journal.
 
@@ -447,7 +458,16 @@ def desk() -> Desk:
         d = _current.desk = Desk(load_book(book_dir()))
     replayed = 0
     while (value := journal.get(journal_key(d.seq))) is not None:
-        d.replay(JournalEntry.model_validate_json(value))
+        try:
+            d.replay(JournalEntry.model_validate_json(value))
+        except JournalOfAnotherBook as e:
+            # nothing can be applied on a journal that decided from other accounts: the worker
+            # stops with the reason (exit status 78, a configuration error), rather than refuse
+            # every input one by one. Nothing was applied and no input of the desk's acked, so
+            # there is nothing to save: it exits at once (Faust's own stop can hang here).
+            log.critical("desk: %s (MATS_BOOK_DIR=%s); the worker stops", e, book_dir())
+            logging.shutdown()
+            os._exit(EXIT_WRONG_BOOK)
         replayed += 1
     if fresh:
         d.restore_marks({sym: Mark.model_validate_json(v) for sym, v in marks.items()})

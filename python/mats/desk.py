@@ -61,6 +61,7 @@ __all__ = [
     "Desk",
     "ExecutionAlert",
     "JournalEntry",
+    "JournalOfAnotherBook",
     "Ledger",
     "Mark",
     "SourceRef",
@@ -204,6 +205,11 @@ class JournalEntry(Frozen):
 
     def key(self) -> str:
         return journal_key(self.seq)
+
+
+class JournalOfAnotherBook(MatsError):
+    """The journal was begun from another start-of-day book than the desk's: applying its
+    entries, or anything after them, to this book would decide otherwise. The desk stops."""
 
 
 def book_fingerprint(book: Book) -> str:
@@ -366,9 +372,10 @@ class Desk:
                             ("seq",))
         if entry.book != self.book_id:
             # applied to another start of day, the same inputs would decide otherwise
-            raise MatsError(f"journal entry {entry.seq} was made from book {entry.book}; this "
-                            f"desk starts from book {self.book_id}: start it from the book the "
-                            "journal began with, or start a new journal", ("book",))
+            raise JournalOfAnotherBook(
+                f"journal entry {entry.seq} was made from book {entry.book}; this desk starts "
+                f"from book {self.book_id}: start it from the book the journal began with, or "
+                "start a new journal", ("book",))
         self._apply_marks(entry.marks)
         if entry.kind == "block":
             order = BlockOrder.model_validate_json(entry.payload)
