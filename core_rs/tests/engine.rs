@@ -113,3 +113,42 @@ fn bad_orders_are_errors_not_panics() {
     assert_eq!(e.process(&o, T0, true).unwrap_err().loc, ["symbol"]);
     assert!(BookIn::from_json("{").is_err());
 }
+
+#[test]
+fn no_lot_fails_layer2_when_the_live_price_is_at_or_below_the_blocks() {
+    // Holders near their limits (long near the 10% position cap, or short), buys and sells,
+    // live prices from the block's own down to a twentieth of it: every rule's room only grows
+    // as the price falls, so layer 2 passes every lot (debug builds also check it inside).
+    let holders = [
+        (r#","max_position_pct":10,"sector_caps_pct":{"Tech":12}"#, r#"{"MSFT":900}"#),
+        (r#","max_position_pct":10,"allow_short":true"#, r#"{"MSFT":-500,"XOM":300}"#),
+    ];
+    for (mandate, positions) in holders {
+        for live in [10.0, 9.99, 8.0, 2.0, 0.5] {
+            for side in [Side::Buy, Side::Sell] {
+                for policy in [LotFailurePolicy::RejectBlock, LotFailurePolicy::ReduceLots] {
+                    let mut e = book(&[100_000.0, 250_000.0, 60_000.0], mandate, positions, live);
+                    let mut o = order("o1", 600, AllocationMethod::NetLiq, 10.0);
+                    o.side = side;
+                    o.on_lot_failure = policy;
+                    let d = e.process(&o, T0, true).unwrap();
+                    let case = format!("{mandate} {positions} live {live} {side:?} {policy:?}");
+                    assert_eq!(d.status, Status::Accepted, "{case}");
+                    assert!(d.placed_quantity > 0, "{case}");
+                    assert_ne!(d.stage, Some(Stage::L2), "{case}");
+                    for line in d.lines.iter() {
+                        assert!(line.l2_breaches.is_empty(), "{case}");
+                        assert!(
+                            !matches!(line.status, LineStatus::Reduced | LineStatus::Dropped),
+                            "{case}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+    // the same long holders at a live price above the block's: layer 2 bites
+    let mut e = book(&[100_000.0], holders[0].0, holders[0].1, 10.4);
+    let d = e.process(&order("o1", 90, AllocationMethod::NetLiq, 10.0), T0, true).unwrap();
+    assert_eq!(d.stage, Some(Stage::L2));
+}
