@@ -106,6 +106,34 @@ def test_topics_exist_with_partitions_and_cleanup_policy(broker: kafka.KafkaSett
     assert facts["mats.signals"]["configs"]["cleanup.policy"] == "delete"
 
 
+def test_read_topics_gives_what_each_topic_holds_now(broker: kafka.KafkaSettings) -> None:
+    spec = kafka.TopicSpec("test.read-topics", 3, "delete", "n", "read_topics test")
+
+    async def scenario() -> tuple[dict[str, list[Any]], dict[str, list[Any]]]:
+        await kafka.ensure_topics(broker.bootstrap_servers, [spec])
+        empty = await kafka.read_topics(broker.bootstrap_servers, [spec.name])
+        producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap_servers, acks="all")
+        await producer.start()
+        try:
+            for n in range(30):
+                await producer.send_and_wait(spec.name, str(n).encode(), key=str(n % 7).encode())
+        finally:
+            await producer.stop()
+        return empty, await kafka.read_topics(broker.bootstrap_servers,
+                                              [spec.name, "mats.sod-state"])
+
+    empty, got = asyncio.run(scenario())
+    assert empty == {spec.name: []}
+    records = got[spec.name]
+    assert sorted(int(r.value) for r in records) == list(range(30))
+    for p in range(3):  # each partition in offset order, every key in one partition
+        part = [r for r in records if r.partition == p]
+        assert [r.offset for r in part] == list(range(len(part)))
+        assert [int(r.value) for r in part] == sorted(int(r.value) for r in part)
+    assert len({(r.key, r.partition) for r in records}) == 7
+    assert "mats.sod-state" in got
+
+
 def test_up_again_changes_nothing(broker: kafka.KafkaSettings) -> None:
     pid = kafka.broker_pid(broker)
     st = kafka.up(broker, timeout=60)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
 
@@ -35,7 +35,6 @@ from mats.config import load_book, load_orders
 from mats.models import BlockOrder, Side
 from mats.store import Store, event_from_message, sink_topic_names
 from workers import WAIT_S, start_sink, start_worker, stop_worker
-from workers import partitions as kafka_partitions
 
 
 @pytest.fixture
@@ -376,26 +375,15 @@ def test_trading_goes_on_while_the_database_is_down_and_the_sink_catches_up(
 
     async def published() -> dict[str, str]:
         """Event id -> kind of every message of the sink's topics on our journeys."""
-        consumer = AIOKafkaConsumer(bootstrap_servers=own_broker.bootstrap_servers,
-                                    enable_auto_commit=False)
-        await consumer.start()
-        try:
-            tps = [TopicPartition(t, p) for t in sink_topic_names()
-                   for p in range(kafka_partitions(t))]
-            consumer.assign(tps)
-            await consumer.seek_to_beginning(*tps)
-            end = await consumer.end_offsets(tps)
-            out: dict[str, str] = {}
-            for tp in tps:
-                while await consumer.position(tp) < end[tp]:
-                    for r in (await consumer.getmany(tp, timeout_ms=1000)).get(tp, []):
-                        e = event_from_message(r.topic, r.partition, r.offset, r.value,
-                                               key=r.key, timestamp=r.timestamp / 1000)
-                        if e.journey_id in journeys:
-                            out[e.event_id] = e.kind
-            return out
-        finally:
-            await consumer.stop()
+        out: dict[str, str] = {}
+        for records in (await kafka.read_topics(own_broker.bootstrap_servers,
+                                                sink_topic_names())).values():
+            for r in records:
+                e = event_from_message(r.topic, r.partition, r.offset, r.value, key=r.key,
+                                       timestamp=r.timestamp / 1000)
+                if e.journey_id in journeys:
+                    out[e.event_id] = e.kind
+        return out
 
     def decided(n: int) -> dict[str, str]:
         """Waits until the desk has published an allocation instruction for ``n`` blocks."""

@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 import yaml
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 
 from execs import fills
 from mats import kafka
@@ -72,38 +72,14 @@ class Topics:
         self.bootstrap = bootstrap
 
     async def read(self, topics: Iterable[str]) -> dict[str, list[tuple[Any, Any, int]]]:
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
-        await consumer.start()
-        try:
-            parts = [TopicPartition(t, p) for t in topics
-                     for p in (consumer.partitions_for_topic(t) or await _parts(consumer, t))]
-            out: dict[str, list[tuple[Any, Any, int]]] = {t: [] for t in topics}
-            if not parts:
-                return out
-            consumer.assign(parts)
-            await consumer.seek_to_beginning(*parts)
-            end = await consumer.end_offsets(parts)
-            left = {tp for tp in parts if end[tp] > 0}
-            while left:
-                for tp, records in (await consumer.getmany(timeout_ms=500)).items():
-                    for r in records:
-                        out[tp.topic].append((r.key, r.value, r.offset))
-                    if await consumer.position(tp) >= end[tp]:
-                        left.discard(tp)
-            return out
-        finally:
-            await consumer.stop()
+        got = await kafka.read_topics(self.bootstrap, topics)
+        return {t: [(r.key, r.value, r.offset) for r in records] for t, records in got.items()}
 
     async def journal(self) -> list[JournalEntry]:
         """The journal as its changelog holds it (newest value per key), in order."""
         raw = (await self.read([JOURNAL_TOPIC]))[JOURNAL_TOPIC]
         latest = {json.loads(k): v for k, v, _ in raw if v is not None}
         return [JournalEntry.model_validate_json(latest[k]) for k in sorted(latest)]
-
-
-async def _parts(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
-    await consumer._client.force_metadata_update()  # a topic made since the consumer started
-    return consumer.partitions_for_topic(topic) or set()
 
 
 async def produce(bootstrap: str, topic: str, items: Iterable[tuple[bytes | None, bytes]]) -> None:

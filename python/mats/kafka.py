@@ -71,6 +71,7 @@ __all__ = [
     "ensure_topics",
     "fetch_jars",
     "gateway_topic",
+    "read_topics",
     "settings",
     "status",
     "topic_specs",
@@ -930,6 +931,45 @@ async def _describe(admin: AIOKafkaAdminClient, specs: Sequence[TopicSpec]) -> l
                         policies[resource["resource_name"]] = entry["config_value"]
     return [TopicState(name=n, partitions=partitions.get(n), cleanup_policy=policies.get(n),
                        spec=by_name.get(n)) for n in names]
+
+
+async def read_topics(bootstrap: str, topics: Iterable[str]) -> dict[str, list[Any]]:
+    """Every message each topic holds now, read once by a consumer of no group.
+
+    All partitions, each from its first offset to the end it had when the read began; the
+    records (aiokafka's ``ConsumerRecord``: ``key``, ``value``, ``partition``, ``offset``,
+    ``timestamp``) in offset order within a partition. A topic that does not exist gives none.
+    """
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    names = list(dict.fromkeys(topics))
+    out: dict[str, list[Any]] = {t: [] for t in names}
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        parts: list[Any] = []
+        for t in names:
+            known = consumer.partitions_for_topic(t)
+            if not known:  # made since the consumer started: ask the cluster again
+                await consumer._client.force_metadata_update()
+                known = consumer.partitions_for_topic(t) or set()
+            parts.extend(TopicPartition(t, p) for p in sorted(known))
+        if not parts:
+            return out
+        consumer.assign(parts)
+        begin = await consumer.beginning_offsets(parts)
+        end = await consumer.end_offsets(parts)
+        for tp in parts:
+            consumer.seek(tp, begin[tp])
+        left = {tp for tp in parts if end[tp] > begin[tp]}
+        while left:
+            for tp, records in (await consumer.getmany(*left, timeout_ms=500)).items():
+                out[tp.topic].extend(r for r in records if r.offset < end[tp])
+                if await consumer.position(tp) >= end[tp]:
+                    left.discard(tp)
+        return out
+    finally:
+        await consumer.stop()
 
 
 def quiet_client_logs() -> None:

@@ -147,40 +147,6 @@ class StoreWatch:
         return [(kind, json.loads(payload)) for _, kind, payload in rows]
 
 
-async def _read_topic(bootstrap: str, topic: str) -> list[Any]:
-    """Every message of a topic, read once by a consumer of no group."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        known = consumer.partitions_for_topic(topic) or await _parts(consumer, topic)
-        parts = [TopicPartition(topic, p) for p in sorted(known)]
-        if not parts:
-            return []
-        consumer.assign(parts)
-        begin = await consumer.beginning_offsets(parts)
-        end = await consumer.end_offsets(parts)
-        for tp in parts:
-            consumer.seek(tp, begin[tp])
-        out: list[Any] = []
-        left = {tp for tp in parts if end[tp] > begin[tp]}
-        while left:
-            for tp, records in (await consumer.getmany(timeout_ms=500)).items():
-                out.extend((r.key, r.value) for r in records)
-                if await consumer.position(tp) >= end[tp]:
-                    left.discard(tp)
-        return out
-    finally:
-        await consumer.stop()
-
-
-async def _parts(consumer: Any, topic: str) -> set[int]:
-    await consumer._client.force_metadata_update()
-    found: set[int] = consumer.partitions_for_topic(topic) or set()
-    return found
-
-
 @dataclass
 class Day:
     book: Book
@@ -274,7 +240,8 @@ async def _wait(what: str, done: Any, procs: Processes, watch: StoreWatch, day: 
 async def _logged_on(bootstrap: str) -> dict[str, str]:
     """Each gateway's newest state on ``mats.gateway-status``."""
     states: dict[str, str] = {}
-    for _, value in await _read_topic(bootstrap, "mats.gateway-status"):
+    for value in [r.value for r in (await kafka.read_topics(
+            bootstrap, ["mats.gateway-status"]))["mats.gateway-status"]]:
         if value:
             status = json.loads(value)
             states[status["gateway"]] = status["state"]
@@ -480,25 +447,13 @@ async def _cancel(bootstrap: str, children: list[dict[str, Any]]) -> None:
 
 
 async def _journal(bootstrap: str) -> list[Any]:
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
+    """The desk's journal as its changelog holds it (the newest value per key), in order."""
     from mats.desk import JournalEntry
 
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        tp = TopicPartition(JOURNAL_TOPIC, 0)
-        consumer.assign([tp])
-        await consumer.seek_to_beginning(tp)
-        end = (await consumer.end_offsets([tp]))[tp]
-        latest: dict[str, bytes] = {}
-        while await consumer.position(tp) < end:
-            for r in (await consumer.getmany(tp, timeout_ms=500)).get(tp, []):
-                if r.value is not None:
-                    latest[json.loads(r.key)] = r.value
-        return [JournalEntry.model_validate_json(latest[k]) for k in sorted(latest)]
-    finally:
-        await consumer.stop()
+    latest = {json.loads(r.key): r.value
+              for r in (await kafka.read_topics(bootstrap, [JOURNAL_TOPIC]))[JOURNAL_TOPIC]}
+    return [JournalEntry.model_validate_json(latest[k]) for k in sorted(latest)
+            if latest[k] is not None]
 
 
 def _summary(day: Day, journal: list[Any], console: Console, run: Path) -> None:
