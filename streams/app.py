@@ -750,10 +750,13 @@ async def _watch_sequenced() -> None:
     messages the desk never took. :func:`_take_in_order` mends a gap when a later message
     comes; this watch mends one when none does. When a partition's consumer is past the
     desk's next offset, no take is under way and none happened for :data:`STALL_S`, the
-    consumer goes back to that offset, so the messages come again, in order.
+    consumer goes back to that offset, so the messages come again, in order. It waits while
+    partitions are reassigned and while the tables recover.
     """
     consumer: Any = app.consumer
-    if app.rebalancing or not consumer.flow_active:
+    # not while the tables recover: the journal is incomplete (the desk's next offsets with
+    # it), and Faust reads the changelogs with the flow resumed
+    if app.rebalancing or app.in_recovery or not consumer.flow_active:
         return
     now = time.monotonic()
     for tp in app.consumer.assignment():
