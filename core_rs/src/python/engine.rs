@@ -138,6 +138,15 @@ macro_rules! field {
     }};
 }
 
+/// A text field written over `out` (a string kept from the order before): see `str_field`.
+macro_rules! str_field {
+    ($fields:expr, $name:literal, $out:expr) => {{
+        let f = &$fields;
+        let py = f.obj.py();
+        str_field(f, const { (field_index($name), $name) }, intern!(py, $name), $out)?
+    }};
+}
+
 /// A share quantity given from Python: a whole number the core can hold, else `OrderError`.
 fn quantity_arg(obj: &Bound<'_, PyAny>) -> PyResult<i64> {
     obj.extract::<i64>().map_err(|_| {
@@ -285,25 +294,10 @@ fn read_order(obj: &Bound<'_, PyAny>, buf: &mut OrderStrings) -> PyResult<BlockO
         None => None,
     };
     let [mut order_id, mut journey_id, mut strategy, mut symbol] = std::mem::take(&mut buf.ids);
-    str_field(
-        &f,
-        const { (field_index("order_id"), "order_id") },
-        intern!(py, "order_id"),
-        &mut order_id,
-    )?;
-    str_field(
-        &f,
-        const { (field_index("journey_id"), "journey_id") },
-        intern!(py, "journey_id"),
-        &mut journey_id,
-    )?;
-    str_field(
-        &f,
-        const { (field_index("strategy"), "strategy") },
-        intern!(py, "strategy"),
-        &mut strategy,
-    )?;
-    str_field(&f, const { (field_index("symbol"), "symbol") }, intern!(py, "symbol"), &mut symbol)?;
+    str_field!(f, "order_id", &mut order_id);
+    str_field!(f, "journey_id", &mut journey_id);
+    str_field!(f, "strategy", &mut strategy);
+    str_field!(f, "symbol", &mut symbol);
     Ok(BlockOrder {
         order_id,
         journey_id,
