@@ -255,18 +255,31 @@ def _dump_state(app: faust.App) -> None:
                 frames.append(f"{code.co_filename}:{coro.cr_frame.f_lineno} {code.co_name}")
             coro = coro.cr_await
         lines.append(f"{task.get_name()}: " + " -> ".join(frames))
-    with contextlib.suppress(Exception):
+    try:
         c: Any = app.consumer  # Faust's consumer: more than its ConsumerT type shows
         inner = c._thread._ensure_consumer()  # the aiokafka consumer under Faust
         paused = set(inner.paused())
+        active = c._active_partitions
         lines.append(f"flow active {c.flow_active} suspended {c.suspend_flow.is_set()} "
-                     f"rebalancing {app.rebalancing} read offsets "
-                     f"{ {str(k): v for k, v in c._read_offset.items() if 'mats.' in k.topic} }")
+                     f"rebalancing {app.rebalancing} in recovery {app.in_recovery}")
+        tables: Any = app.tables  # Faust's TableManager: more than its type shows
+        recovery = tables.recovery
+        lines.append(f"recovery active {sorted(map(str, recovery.active_tps))} standby "
+                     f"{sorted(map(str, recovery.standby_tps))} changelog queue "
+                     f"{tables.changelog_queue.qsize()} active offsets "
+                     f"{ {str(k): v for k, v in recovery.active_offsets.items()} } highwaters "
+                     f"{ {str(k): v for k, v in recovery.active_highwaters.items()} }")
+        fetched = {str(tp) for tp in getattr(inner._fetcher, "_records", {})}
         for tp in sorted(inner.assignment()):
-            if tp.topic in ("mats.blocks", "mats.exec-reports", "mats.marketdata") or tp in paused:
-                lines.append(f"{tp.topic}:{tp.partition} position "
-                             f"{inner._subscription.subscription.assignment.state_value(tp)}"
-                             f" highwater {inner.highwater(tp)} paused {tp in paused}")
+            lines.append(
+                f"{tp.topic}:{tp.partition} position "
+                f"{inner._subscription.subscription.assignment.state_value(tp)}"
+                f" highwater {inner.highwater(tp)} read offset {c._read_offset.get(tp)}"
+                f" paused {tp in paused} faust-paused {tp in c._paused_partitions}"
+                f" faust-active {active is None or tp in active}"
+                f" buffered {tp in c._buffered_partitions} fetched {str(tp) in fetched}")
+    except Exception as exc:  # a dump is for reading; it must not end the worker
+        lines.append(f"consumer state unreadable: {exc!r}")
     log.warning("state dump:\n%s", "\n".join(lines))
 
 
@@ -778,3 +791,49 @@ async def _watch_sequenced() -> None:
 
 
 app.timer(interval=1.0)(_watch_sequenced)
+
+
+# A table recovery that read nothing for this long while the changelog still had entries to
+# give had its fetch stuck: the watch below logs the worker's state and reads the rest again.
+RECOVERY_STALL_S = 15.0
+_recovery_progress: dict[Any, tuple[int, float]] = {}  # changelog TP -> (offset, since when)
+
+
+async def _watch_recovery() -> None:
+    """Starts a stalled table recovery again from where it stopped.
+
+    After a rebalance, Faust reads each changelog partition it must recover up to its end
+    before the worker takes any input. Now and then it waits for ever for the entries that
+    are left, with no error (Faust logs "No event received for active tp ... since recovery
+    start" every few seconds), and the desk never comes back. When a partition's recovery
+    has not moved for :data:`RECOVERY_STALL_S`, the worker's state goes to the log
+    (:func:`_dump_state`) and the consumer is sent back to the first entry not yet read, so
+    the rest comes again; an entry read twice is applied once (recovery keeps the newest
+    offset it applied).
+    """
+    tables: Any = app.tables  # Faust's TableManager: more than its TableManagerT type shows
+    recovery = tables.recovery
+    if not app.in_recovery:
+        _recovery_progress.clear()
+        return
+    now = time.monotonic()
+    for tp, highwater in list(recovery.active_highwaters.items()):
+        offset = recovery.active_offsets.get(tp)
+        if offset is None or highwater is None or offset >= highwater:
+            _recovery_progress.pop(tp, None)
+            continue
+        seen, since = _recovery_progress.get(tp, (offset, now))
+        if seen != offset or tp not in _recovery_progress:
+            _recovery_progress[tp] = (offset, now)
+            continue
+        if now - since < RECOVERY_STALL_S:
+            continue
+        log.warning("recovery: %s:%d stalled at offset %d of %d for %.0f s; reading it again "
+                    "from %d", tp.topic, tp.partition, offset, highwater, now - since,
+                    offset + 1)
+        _dump_state(app)
+        _recovery_progress[tp] = (offset, now)
+        await app.consumer.seek(tp, offset + 1)
+
+
+app.timer(interval=1.0)(_watch_recovery)

@@ -422,6 +422,46 @@ def test_a_broker_without_a_gateway_stops_the_worker(streams_app: Any,
         sa.desk()
 
 
+def test_a_stalled_table_recovery_is_read_again_from_where_it_stopped(
+        streams_app: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    sa = streams_app
+    tp = TopicPartition("mats-journal-changelog", 0)
+    recovery = sa.app.tables.recovery
+    monkeypatch.setattr(recovery, "active_highwaters", {tp: 29})
+    monkeypatch.setattr(recovery, "active_offsets", {tp: 11})
+    monkeypatch.setattr(sa.app, "in_recovery", True)
+    seek = AsyncMock()
+    monkeypatch.setattr(sa.app.consumer, "seek", seek)
+    dumps = MagicMock()
+    monkeypatch.setattr(sa, "_dump_state", dumps)
+    clock = [1000.0]
+    monkeypatch.setattr(sa.time, "monotonic", lambda: clock[0])
+    sa._recovery_progress.clear()
+
+    def tick(seconds: float) -> None:
+        clock[0] += seconds
+        asyncio.run(sa._watch_recovery())
+
+    tick(0)
+    tick(sa.RECOVERY_STALL_S - 1)  # not long enough yet
+    assert seek.await_count == 0
+    recovery.active_offsets[tp] = 20  # it moved: the wait starts again
+    tick(2)
+    tick(sa.RECOVERY_STALL_S - 1)
+    assert seek.await_count == 0
+    tick(2)  # no entry read for longer than the limit: read again from the first one left
+    seek.assert_awaited_once_with(tp, 21)
+    dumps.assert_called_once_with(sa.app)
+    tick(1)  # and not again at once
+    assert seek.await_count == 1
+    recovery.active_offsets[tp] = 29  # recovered: nothing left to watch
+    tick(sa.RECOVERY_STALL_S * 2)
+    assert seek.await_count == 1
+    monkeypatch.setattr(sa.app, "in_recovery", False)
+    tick(1)
+    assert sa._recovery_progress == {}
+
+
 def test_the_allocations_topic_is_in_the_table() -> None:
     import streams.app as sa
 
