@@ -14,6 +14,14 @@ Two pipelines run in the same process tree, on loopback, one after the other:
     acceptor process that answers each with an ExecutionReport ``new``; the round trip is from
     just before ``sendToTarget`` to when the report reaches the initiator's ``fromApp``.
 
+``kafka_relay_floor``
+    the floor of the Kafka part of the gateway's path: the gateway and the simulator replaced by
+    a plain aiokafka relay process (this file with ``--relay``) that consumes each child order
+    from ``mats.orders.bench`` and at once produces a ``new`` and a ``fill`` report for it to
+    ``mats.exec-reports`` (consumer and producer set as the gateway's: ``acks=all``,
+    idempotence, no linger). Measured exactly as the gateway path: no FIX, no journal, only the
+    two Kafka hops and a Python client on each side.
+
 Each pipeline is measured twice: a burst of ``--orders`` orders sent as fast as possible gives
 ``orders_per_s`` (orders over the time from the first send to the last ``new``), and a paced
 run of ``--paced`` orders at ``--rate`` a second gives ``p50_ms`` and ``p99_ms`` (latency at a
@@ -54,6 +62,7 @@ from mats.gateway import fixwire
 REPO = Path(__file__).resolve().parent.parent
 OUT = REPO / "bench" / "results" / "fix.json"
 GATEWAY = "bench"
+EXEC_REPORTS = "mats.exec-reports"
 WAIT_S = 300
 
 
@@ -102,8 +111,10 @@ def _order(run: str, n: int) -> ChildOrder:
 
 
 async def _gateway_run(bootstrap: str, run: str, n: int, rate: float | None) -> tuple[
-        float, list[float]]:
-    """Send ``n`` orders (paced at ``rate``/s, or a burst); (seconds to the last ack, ms)."""
+        float, list[float], list[float]]:
+    """Send ``n`` orders (paced at ``rate``/s, or a burst): seconds to the last ack, each
+    order's round trip (ms), and each one's time to its report's Kafka CreateTime (ms: the
+    part up to the gateway's producing it, at the broker clock's millisecond resolution)."""
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all",
@@ -112,14 +123,16 @@ async def _gateway_run(bootstrap: str, run: str, n: int, rate: float | None) -> 
                                 fetch_max_wait_ms=5)
     await producer.start()
     await consumer.start()
-    tp = TopicPartition("mats.exec-reports", 0)
+    tp = TopicPartition(EXEC_REPORTS, 0)
     consumer.assign([tp])
     await consumer.seek_to_end(tp)
     await consumer.position(tp)
     orders = [(o.child_order_id, o.order_id.encode(), o.model_dump_json().encode())
               for o in (_order(run, i) for i in range(n))]
     sent: dict[str, float] = {}
+    sent_wall: dict[str, float] = {}
     acked: dict[str, float] = {}
+    created: dict[str, float] = {}  # the 'new' report's Kafka CreateTime (epoch seconds)
     filled: set[str] = set()
     topic = kafka.gateway_topic(GATEWAY).name
 
@@ -140,6 +153,7 @@ async def _gateway_run(bootstrap: str, run: str, n: int, rate: float | None) -> 
                         continue
                     if d["exec_type"] == "new":
                         acked.setdefault(cid, now)
+                        created.setdefault(cid, m.timestamp / 1000)
                     elif d["exec_type"] == "fill":
                         filled.add(cid)
 
@@ -152,6 +166,7 @@ async def _gateway_run(bootstrap: str, run: str, n: int, rate: float | None) -> 
             while (delay := due - time.perf_counter()) > 0:
                 await asyncio.sleep(delay)
         sent[cid] = time.perf_counter()
+        sent_wall[cid] = time.time()
         futures.append(await producer.send(topic, value, key=key))
         if rate is None and len(futures) >= 500:
             await asyncio.gather(*futures)
@@ -162,7 +177,58 @@ async def _gateway_run(bootstrap: str, run: str, n: int, rate: float | None) -> 
     await consumer.stop()
     last = max(acked.values())
     first = min(sent.values())
-    return last - first, [(acked[c] - sent[c]) * 1000 for c in sent]
+    return (last - first, [(acked[c] - sent[c]) * 1000 for c in sent],
+            [(created[c] - sent_wall[c]) * 1000 for c in sent])
+
+
+async def _relay(bootstrap: str, ready: Path) -> None:
+    """The Kafka floor: each child order straight back as a 'new' and a 'fill' report."""
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all",
+                                enable_idempotence=True, linger_ms=0)
+    consumer = AIOKafkaConsumer(kafka.gateway_topic(GATEWAY).name, bootstrap_servers=bootstrap,
+                                group_id="bench-relay", enable_auto_commit=False,
+                                auto_offset_reset="latest", fetch_max_wait_ms=10)
+    await producer.start()
+    await consumer.start()
+    while not consumer.assignment():
+        await asyncio.sleep(0.05)
+    for tp in consumer.assignment():
+        await consumer.position(tp)
+    ready.write_text("ready", encoding="utf-8")
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    while not stop.is_set():
+        batch = await consumer.getmany(timeout_ms=100, max_records=500)
+        for msgs in batch.values():
+            for m in msgs:
+                cid = json.loads(m.value)["child_order_id"]
+                for kind in ("new", "fill"):
+                    await producer.send(EXEC_REPORTS, json.dumps(
+                        {"child_order_id": cid, "exec_type": kind}).encode(), key=m.key)
+    await consumer.stop()
+    await producer.stop()
+
+
+def bench_relay(tmp: Path, bootstrap: str, args: argparse.Namespace) -> dict[str, Any]:
+    ready = tmp / "relay.ready"
+    log = tmp / "relay.log"
+    with log.open("wb") as out:
+        relay = subprocess.Popen([sys.executable, __file__, "--relay", bootstrap, str(ready)],
+                                 stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + WAIT_S
+        while not ready.exists():
+            if relay.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"relay did not start: {log.read_text()[-2000:]}")
+            time.sleep(0.05)
+        asyncio.run(_gateway_run(bootstrap, "rwarm", args.warmup, None))
+        burst_s, _, _ = asyncio.run(_gateway_run(bootstrap, "rburst", args.orders, None))
+        _, lat, _ = asyncio.run(_gateway_run(bootstrap, "rpaced", args.paced, args.rate))
+    finally:
+        _stop(relay)
+    return _summary(args.orders, burst_s, lat)
 
 
 def bench_gateway(tmp: Path, bootstrap: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -187,13 +253,16 @@ def bench_gateway(tmp: Path, bootstrap: str, args: argparse.Namespace) -> dict[s
                                    "--run-dir", str(tmp / "gw")], env=env, stdout=out,
                                   stderr=subprocess.STDOUT)
         asyncio.run(_gateway_run(bootstrap, "warm", args.warmup, None))
-        burst_s, _ = asyncio.run(_gateway_run(bootstrap, "burst", args.orders, None))
-        _, lat = asyncio.run(_gateway_run(bootstrap, "paced", args.paced, args.rate))
+        burst_s, _, _ = asyncio.run(_gateway_run(bootstrap, "burst", args.orders, None))
+        _, lat, to_created = asyncio.run(_gateway_run(bootstrap, "paced", args.paced,
+                                                      args.rate))
     finally:
         if gw is not None:
             _stop(gw)
         _stop(sim)
-    return _summary(args.orders, burst_s, lat)
+    return {**_summary(args.orders, burst_s, lat),
+            "to_report_created_p50_ms": round(statistics.median(to_created), 3),
+            "to_report_created_p99_ms": round(_pct(to_created, 0.99), 3)}
 
 
 # ------------------------------------------------------------------------------ bare pair
@@ -333,9 +402,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-write", action="store_true")
     parser.add_argument("--bare-acceptor", nargs=2, metavar=("PORT", "DIR"),
                         help=argparse.SUPPRESS)
+    parser.add_argument("--relay", nargs=2, metavar=("BOOTSTRAP", "READY_FILE"),
+                        help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.bare_acceptor:
         run_bare_acceptor(int(args.bare_acceptor[0]), Path(args.bare_acceptor[1]))
+        return 0
+    if args.relay:
+        asyncio.run(_relay(args.relay[0], Path(args.relay[1])))
         return 0
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="mats-fix-bench-") as tmp_name:
@@ -349,23 +423,33 @@ def main(argv: list[str] | None = None) -> int:
             print(f"bare_quickfix: {bare}", flush=True)
             gateway = bench_gateway(tmp, started.bootstrap_servers, args)
             print(f"gateway:       {gateway}", flush=True)
+            relay = bench_relay(tmp, started.bootstrap_servers, args)
+            print(f"kafka relay:   {relay}", flush=True)
         finally:
             kafka.down(started, timeout=30)
     result = {
         "gateway": gateway,
         "bare_quickfix": bare,
+        "kafka_relay_floor": relay,
         "goals": {
             "orders_per_s_at_least": 2000,
             "round_trip_within_x_bare": 3,
             "orders_per_s_met": gateway["orders_per_s"] >= 2000,
             "p50_ratio_to_bare": round(gateway["p50_ms"] / bare["p50_ms"], 2),
             "p99_ratio_to_bare": round(gateway["p99_ms"] / bare["p99_ms"], 2),
+            # the two Kafka hops alone (no FIX, no gateway) against the bare pair: what any
+            # gateway on this path has at least
+            "relay_floor_p50_ratio_to_bare": round(relay["p50_ms"] / bare["p50_ms"], 2),
+            "relay_floor_p99_ratio_to_bare": round(relay["p99_ms"] / bare["p99_ms"], 2),
+            "p50_ratio_to_relay_floor": round(gateway["p50_ms"] / relay["p50_ms"], 2),
+            "p99_ratio_to_relay_floor": round(gateway["p99_ms"] / relay["p99_ms"], 2),
         },
         "method": {
             "orders_per_s": f"burst of {args.orders} orders, first send to last 'new' report",
             "latency": f"{args.paced} orders paced at {args.rate:g}/s, send to 'new' report",
             "gateway_round_trip": "produced to mats.orders.bench -> read from mats.exec-reports",
             "bare_round_trip": "sendToTarget -> fromApp of the ExecutionReport",
+            "relay_round_trip": "as the gateway's, through a plain aiokafka relay instead",
         },
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                     "platform": platform.platform(),

@@ -515,7 +515,7 @@ class Gateway:
         await kafka.ensure_topics(self.bootstrap, [kafka.gateway_topic(self.name)])
         servers = self.bootstrap.split(",")
         self._producer = AIOKafkaProducer(bootstrap_servers=servers, acks="all",
-                                          enable_idempotence=True, linger_ms=1,
+                                          enable_idempotence=True, linger_ms=0,
                                           client_id=f"mats-gateway-{self.name}")
         self._consumer = AIOKafkaConsumer(
             self.topic, bootstrap_servers=servers, group_id=f"mats-gateway-{self.name}",
