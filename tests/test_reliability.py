@@ -28,8 +28,9 @@ from aiokafka import AIOKafkaProducer
 from execs import fills
 from mats import kafka
 from mats.blocks import ChildOrder, validate_tick
+from mats.cli import main as mats_cli
 from mats.config import load_book, load_orders
-from mats.desk import Desk, JournalEntry, SourceRef
+from mats.desk import Desk, JournalEntry, SourceRef, book_fingerprint
 from mats.executions import ExecutionReport, OrdStatus
 from mats.intake import DeadLetter, KnownIds, SignalError, validate_signal
 from mats.models import BlockOrder, Book
@@ -431,6 +432,16 @@ def test_a_fuzzed_stream_dead_letters_every_malformed_message_and_processes_the_
     assert "Traceback" not in text, text[-3000:]
 
 
+def book_with_other_money(book_dir: Path, folder: Path) -> Path:
+    """A copy of the book in ``folder`` whose first account has 1,000 more cash: another
+    start-of-day book (another fingerprint), on which the journal's decisions do not hold."""
+    shutil.copytree(book_dir, folder)
+    accounts = json.loads((folder / "accounts.json").read_text())
+    accounts[0]["cash"] = accounts[0]["cash"] + 1_000.0
+    (folder / "accounts.json").write_text(json.dumps(accounts))
+    return folder
+
+
 def test_a_worker_on_another_book_than_the_journal_stops_and_takes_nothing(
         own_broker: kafka.KafkaSettings, book_dir: Path, tmp_path: Path) -> None:
     """A journal begun from one start-of-day book, and a worker started on another: it stops
@@ -448,11 +459,7 @@ def test_a_worker_on_another_book_than_the_journal_stops_and_takes_nothing(
     finally:
         assert stop_worker(worker) == 0, first.read_text()[-3000:]
     # the next start is on a book with other money: the journal's decisions do not hold on it
-    other = tmp_path / "other-book"
-    shutil.copytree(book_dir, other)
-    accounts = json.loads((other / "accounts.json").read_text())
-    accounts[0]["cash"] = accounts[0]["cash"] + 1_000.0
-    (other / "accounts.json").write_text(json.dumps(accounts))
+    other = book_with_other_money(book_dir, tmp_path / "other-book")
     asyncio.run(produce(bootstrap, "mats.signals", signals(blocks[3:])))
     worker = start_worker(own_broker, tmp_path / "b", other, second, WORKER_ENV)
     try:
@@ -465,3 +472,59 @@ def test_a_worker_on_another_book_than_the_journal_stops_and_takes_nothing(
     assert journal_size(topics) == 3  # nothing applied on the other book
     letters = asyncio.run(topics.read(["mats.dlq"]))["mats.dlq"]
     assert letters == [], letters  # nothing refused either: the blocks wait for a right worker
+
+
+def test_a_new_day_empties_the_day_and_the_next_worker_begins_a_journal_on_its_book(
+        own_broker: kafka.KafkaSettings, book_dir: Path, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """``mats kafka new-day``: refused while a worker runs or while inputs wait unread (unless
+    forced, and then they are listed); afterwards the day's topics are empty, the journal is
+    gone, and a worker on the next day's book begins a new journal from it."""
+    bootstrap = own_broker.bootstrap_servers
+    topics = Topics(bootstrap)
+    blocks = orders(6)
+    new_day = ["kafka", "new-day", "--bootstrap", bootstrap, "--timeout", "60"]
+    first, second = tmp_path / "first.log", tmp_path / "second.log"
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    worker = start_worker(own_broker, tmp_path / "a", book_dir, first, WORKER_ENV)
+    try:
+        asyncio.run(produce(bootstrap, "mats.signals", signals(blocks[:3])))
+        wait_for("the first blocks", lambda: journal_size(topics) >= 3, [worker], [first])
+        capsys.readouterr()
+        assert mats_cli(new_day) == 1
+        err = capsys.readouterr().err
+        assert "the day is in use" in err and "mats (1 running)" in err, err
+        assert journal_size(topics) == 3  # nothing changed
+    finally:
+        assert stop_worker(worker) == 0, first.read_text()[-3000:]
+    # a signal that came after the worker stopped: nobody read it
+    asyncio.run(produce(bootstrap, "mats.signals", signals(blocks[3:4])))
+    assert mats_cli(new_day) == 1
+    err = capsys.readouterr().err
+    assert "not yet read would be lost" in err and "mats: mats.signals[" in err, err
+    assert journal_size(topics) == 3
+    assert mats_cli([*new_day, "--force"]) == 0
+    out, err = capsys.readouterr()
+    assert "discarded unread: mats: mats.signals[" in err and " 1" in err, err
+    # no sink ran here: what it would have stored is listed too, as never read
+    assert "discarded unread: mats-sink: mats.blocks[0] 3 (that group never read here)" in err
+    assert "journal: deleted (mats-journal-changelog, mats-marks-changelog)" in out, out
+    day = asyncio.run(topics.read(["mats.signals", "mats.blocks", "mats.allocations",
+                                   "mats.alerts", JOURNAL_TOPIC]))
+    assert all(v == [] for v in day.values()), {k: len(v) for k, v in day.items()}
+    states = {t.name: t for t in asyncio.run(kafka.describe_topics(bootstrap, kafka.TOPICS))}
+    assert all(states[s.name].partitions == s.partitions for s in kafka.TOPICS), states
+    # the next day's book has other money: on the old journal its worker would stop (exit 78)
+    other = book_with_other_money(book_dir, tmp_path / "next-book")
+    worker = start_worker(own_broker, tmp_path / "b", other, second, WORKER_ENV)
+    try:
+        asyncio.run(produce(bootstrap, "mats.signals", signals(blocks[4:])))
+        wait_for("the new day's blocks", lambda: journal_size(topics) >= 2, [worker], [second])
+    finally:
+        code = stop_worker(worker)
+    assert code == 0, second.read_text()[-3000:]
+    entries = asyncio.run(topics.journal())
+    assert [e.seq for e in entries] == [0, 1]
+    assert {e.book for e in entries} == {book_fingerprint(load_book(other))}
+    assert [e.source.offset for e in entries] == [0, 1]  # of the new day's mats.blocks

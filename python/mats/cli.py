@@ -7,6 +7,7 @@ field); 1 the output could not be written, or Kafka could not be started, reache
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import sys
@@ -333,7 +334,8 @@ environment:
 
 exit status:
   0  done (`status`: Kafka answers)
-  1  Kafka could not be fetched, started, reached or stopped (`status`: it is not running)
+  1  Kafka could not be fetched, started, reached or stopped (`status`: it is not running;
+     `new-day`: refused, and why)
   2  an option or environment variable is wrong
 """
 
@@ -401,6 +403,23 @@ def _add_kafka_parser(sub: Any) -> None:
         description="Print the topics MATS uses: partitions, cleanup policy, retention, key "
                     "and what each carries. `status` compares a running Kafka with it.")
     topics.set_defaults(func=_cmd_kafka_topics)
+
+    day = ksub.add_parser(
+        "new-day", parents=[where, gateways],
+        help="start a new trading day: empty the day's topics, drop the desk's journal",
+        description="Empty every event topic of the table (signals, blocks, market data, "
+                    "execution reports, child orders, allocations, fills, alerts, dead "
+                    "letters) and delete the desk's journal and marks changelogs, so that the "
+                    "next worker starts a new journal on the new day's start-of-day book. "
+                    "State topics stay. Refused while a worker, the sink or a gateway runs, "
+                    "and while any of them has messages it has not read (which would be lost), "
+                    "unless --force.")
+    day.add_argument("--force", action="store_true",
+                     help="go ahead even though some messages were never read (they are "
+                          "listed, then deleted)")
+    day.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS",
+                     help="how long to wait for Kafka (default: 60)")
+    day.set_defaults(func=_cmd_kafka_new_day)
 
     deps = ksub.add_parser(
         "deps", help="fetch the broker's jars with Maven (`up` does it when they are missing)",
@@ -517,6 +536,32 @@ def _cmd_kafka_topics(args: argparse.Namespace) -> int:
     specs = _kafka_settings(args).specs()
     text = kafka.specs_as_json(specs) if args.json else kafka.topics_table(specs)
     return _write(sys.stdout, text)
+
+
+def _cmd_kafka_new_day(args: argparse.Namespace) -> int:
+    from mats.store import sink_topic_names
+
+    cfg = _kafka_settings(args)
+    kafka.quiet_client_logs()
+    readers = {kafka.DESK_GROUP: list(kafka.DESK_INPUTS),
+               kafka.SINK_GROUP: sink_topic_names(cfg.gateways),
+               **{f"{kafka.GATEWAY_GROUP_PREFIX}{g}": [kafka.gateway_topic(g).name]
+                  for g in cfg.gateways}}
+    try:
+        day = asyncio.run(kafka.new_day(cfg.bootstrap_servers, cfg.specs(), readers,
+                                        force=args.force,
+                                        timeout=args.timeout))
+    except kafka.KafkaRunError as e:
+        return _kafka_failed(e)
+    for line in day.discarded:
+        _say(f"discarded unread: {line}")
+    lines = [f"kafka: new day on {cfg.bootstrap_servers}",
+             f"emptied: {len(day.emptied)} topics ({', '.join(day.emptied) or 'none'})",
+             "journal: " + (f"deleted ({', '.join(day.changelogs)})" if day.changelogs
+                            else "none"),
+             "next: publish the new day's start-of-day state and start the workers on its "
+             "book"]
+    return _write(sys.stdout, "\n".join(lines) + "\n")
 
 
 def _cmd_kafka_deps(args: argparse.Namespace) -> int:

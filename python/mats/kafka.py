@@ -48,7 +48,7 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -65,12 +65,14 @@ __all__ = [
     "KafkaRunError",
     "KafkaSettings",
     "KafkaStatus",
+    "NewDay",
     "TopicSpec",
     "TopicState",
     "down",
     "ensure_topics",
     "fetch_jars",
     "gateway_topic",
+    "new_day",
     "read_topics",
     "settings",
     "status",
@@ -970,6 +972,128 @@ async def read_topics(bootstrap: str, topics: Iterable[str]) -> dict[str, list[A
         return out
     finally:
         await consumer.stop()
+
+
+# ------------------------------------------------------------------------------ a new trading day
+
+# The consumer groups of MATS: the desk's workers (the Faust app id), the SQL sink, and one
+# per gateway (``mats-gateway-<name>``).
+DESK_GROUP = "mats"
+SINK_GROUP = "mats-sink"
+GATEWAY_GROUP_PREFIX = "mats-gateway-"
+# what the desk's workers read: intake's signals and the sequenced topics
+DESK_INPUTS = ("mats.signals", "mats.blocks", "mats.marketdata", "mats.exec-reports")
+
+
+@dataclass(frozen=True)
+class NewDay:
+    """What :func:`new_day` did: the topics it emptied (deleted, then made again from the table)
+    and the desk's changelogs it deleted (the next worker makes them afresh), by name; and
+    what it found unread and let go because it was told to (``force``), as ``group: topic[p]
+    n`` lines."""
+
+    emptied: tuple[str, ...]
+    changelogs: tuple[str, ...]
+    discarded: tuple[str, ...] = ()
+
+
+async def new_day(bootstrap: str, specs: Sequence[TopicSpec],
+                  readers: Mapping[str, Sequence[str]], *, force: bool = False,
+                  timeout: float = 60.0) -> NewDay:
+    """Start a new trading day on a running cluster: the day's topics empty, no journal.
+
+    The desk's journal holds one day (the start-of-day book it began from and every input
+    since), tied to the offsets of the sequenced topics. A new day therefore empties every
+    event topic of the table (cleanup policy ``delete``: signals, blocks, market data,
+    execution reports, child orders, allocations, fills, alerts, dead letters), deletes the
+    desk's table changelogs (``mats-*-changelog``) and makes the event topics again as the
+    table has them. State topics (``compact``: start-of-day state, account state, exposure,
+    gateway status) are kept: the next start of day replaces them. Committed offsets of
+    deleted topics go with them.
+
+    Nothing is lost silently. It refuses (:class:`KafkaRunError`, nothing changed) while any
+    MATS consumer group (:data:`DESK_GROUP`, :data:`SINK_GROUP`, ``mats-gateway-*``) has a
+    member, that is while a worker, the sink or a gateway runs; and while a group of
+    ``readers`` (group id -> the topics it must have read to the end: the desk's inputs, the
+    sink's topics, each gateway's orders) has messages it did not read, unless ``force``. A
+    group that never read on this cluster (no sink in this deployment, a gateway never
+    started) is not waited for, except the desk's: what it left is deleted and listed in
+    :attr:`NewDay.discarded`, as what ``force`` lets go is.
+    """
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    deadline = time.monotonic() + timeout
+    async with _admin(bootstrap, timeout) as admin:
+        groups = [g[0] for g in await admin.list_consumer_groups()]
+        ours = [g for g in groups if g in (DESK_GROUP, SINK_GROUP)
+                or g.startswith(GATEWAY_GROUP_PREFIX)]
+        running: list[str] = []
+        if ours:
+            for response in await admin.describe_consumer_groups(ours):
+                for group in response.to_object()["groups"]:
+                    if group["members"]:
+                        running.append(f"{group['group']} ({len(group['members'])} running)")
+        if running:
+            raise KafkaRunError("the day is in use: consumer group "
+                                f"{', '.join(sorted(running))}; stop the workers, the sink "
+                                "and the gateways first")
+        on_cluster = set(await admin.list_topics())
+        unread: list[str] = []  # by a group that reads here: refused unless forced
+        unheard: list[str] = []  # by a group that never read here (no sink, say): reported
+        read = sorted({t for topics in readers.values() for t in topics} & on_cluster)
+        n_parts = {t["topic"]: len(t["partitions"]) for t in await admin.describe_topics(read)
+                   if t["error_code"] == 0} if read else {}
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            consumer.assign([TopicPartition(t, p) for t, n in n_parts.items()
+                             for p in range(n)])
+            for group, topics in readers.items():
+                parts = [TopicPartition(t, p) for t in topics for p in range(n_parts.get(t, 0))]
+                if not parts:
+                    continue
+                known = group in groups or group == DESK_GROUP
+                committed = (await admin.list_consumer_group_offsets(group, partitions=parts)
+                             if group in groups else {})
+                begin = await consumer.beginning_offsets(parts)
+                end = await consumer.end_offsets(parts)
+                for tp in parts:
+                    meta = committed.get(tp)
+                    done = meta.offset if meta is not None and meta.offset >= 0 else begin[tp]
+                    if end[tp] > done:
+                        line = f"{group}: {tp.topic}[{tp.partition}] {end[tp] - done}"
+                        (unread if known else unheard).append(line)
+        finally:
+            await consumer.stop()
+        if unread and not force:
+            raise KafkaRunError("messages not yet read would be lost: "
+                                + "; ".join(unread)
+                                + " (start what reads them and let it finish, or force)")
+        events = [s for s in specs if s.cleanup_policy == "delete" and s.name in on_cluster]
+        changelogs = sorted(t for t in on_cluster
+                            if t.startswith(f"{DESK_GROUP}-") and t.endswith("-changelog"))
+        doomed = [s.name for s in events] + changelogs
+        if doomed:
+            await admin.delete_topics(doomed, timeout_ms=max(int(timeout * 1000), 1000))
+            while set(doomed) & set(await admin.list_topics()):
+                if time.monotonic() > deadline:
+                    raise KafkaRunError("topics still not deleted after "
+                                        f"{timeout:g}s: {', '.join(sorted(doomed))}")
+                await asyncio.sleep(0.2)
+    # a topic just deleted can still be on its way out: make the events' again until they are
+    while events:
+        await ensure_topics(bootstrap, events, timeout=max(deadline - time.monotonic(), 1.0))
+        async with _admin(bootstrap, timeout) as admin:
+            there = set(await admin.list_topics())
+        if all(s.name in there for s in events):
+            break
+        if time.monotonic() > deadline:
+            raise KafkaRunError("topics deleted but not made again within "
+                                f"{timeout:g}s: {', '.join(s.name for s in events)}")
+        await asyncio.sleep(0.2)
+    return NewDay(emptied=tuple(s.name for s in events), changelogs=tuple(changelogs),
+                  discarded=tuple(unread + [f"{u} (that group never read here)"
+                                            for u in unheard]))
 
 
 def quiet_client_logs() -> None:
