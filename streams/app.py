@@ -269,15 +269,19 @@ def _dump_state(app: faust.App) -> None:
                      f"{tables.changelog_queue.qsize()} active offsets "
                      f"{ {str(k): v for k, v in recovery.active_offsets.items()} } highwaters "
                      f"{ {str(k): v for k, v in recovery.active_highwaters.items()} }")
-        fetched = {str(tp) for tp in getattr(inner._fetcher, "_records", {})}
+        # aiokafka's buffer of fetched records, which its own thread changes meanwhile
+        fetched = {str(tp) for tp in list(getattr(inner._fetcher, "_records", {}))}
         for tp in sorted(inner.assignment()):
-            lines.append(
-                f"{tp.topic}:{tp.partition} position "
-                f"{inner._subscription.subscription.assignment.state_value(tp)}"
-                f" highwater {inner.highwater(tp)} read offset {c._read_offset.get(tp)}"
-                f" paused {tp in paused} faust-paused {tp in c._paused_partitions}"
-                f" faust-active {active is None or tp in active}"
-                f" buffered {tp in c._buffered_partitions} fetched {str(tp) in fetched}")
+            try:
+                lines.append(
+                    f"{tp.topic}:{tp.partition} position "
+                    f"{inner._subscription.subscription.assignment.state_value(tp)}"
+                    f" highwater {inner.highwater(tp)} read offset {c._read_offset.get(tp)}"
+                    f" paused {tp in paused} faust-paused {tp in c._paused_partitions}"
+                    f" faust-active {active is None or tp in active}"
+                    f" buffered {tp in c._buffered_partitions} fetched {str(tp) in fetched}")
+            except Exception as exc:  # reassigned meanwhile: the other partitions still
+                lines.append(f"{tp.topic}:{tp.partition} unreadable: {exc!r}")
     except Exception as exc:  # a dump is for reading; it must not end the worker
         lines.append(f"consumer state unreadable: {exc!r}")
     log.warning("state dump:\n%s", "\n".join(lines))
@@ -787,16 +791,42 @@ async def _watch_sequenced() -> None:
             log.warning("desk: %s:%d stalled at %d with the consumer at %d; reading again "
                         "from %d", tp.topic, tp.partition, expected, position, expected)
             _last_take[key] = now  # one seek, then time for the messages to come
-            await app.consumer.seek(tp, expected)
+            await _seek(tp, expected)
 
 
-app.timer(interval=1.0)(_watch_sequenced)
+SEEK_TIMEOUT_S = 10.0
+
+
+async def _seek(tp: Any, offset: int) -> None:
+    """Sends the worker's consumer to ``offset`` of ``tp``, on the consumer's own thread (where
+    aiokafka runs, as Faust's recovery does), if the partition is still the worker's."""
+    consumer: Any = app.consumer
+    if tp not in consumer.assignment():
+        log.warning("%s:%d is not this worker's any more: no seek", tp.topic, tp.partition)
+        return
+    await asyncio.wait_for(consumer.seek_wait({tp: offset}), SEEK_TIMEOUT_S)
+
+
+def _never_raises(watch: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
+    """A watch for a timer: what goes wrong in one round is logged, and the next round runs
+    (an exception out of a Faust timer would stop the worker)."""
+    @functools.wraps(watch)
+    async def guarded() -> None:
+        try:
+            await watch()
+        except Exception:
+            log.exception("%s failed; it runs again at its next round", watch.__name__)
+    return guarded
+
+
+app.timer(interval=1.0)(_never_raises(_watch_sequenced))
 
 
 # A table recovery that read nothing for this long while the changelog still had entries to
 # give had its fetch stuck: the watch below logs the worker's state and reads the rest again.
 RECOVERY_STALL_S = 15.0
 _recovery_progress: dict[Any, tuple[int, float]] = {}  # changelog TP -> (offset, since when)
+_clock = time.monotonic  # the recovery watch's clock (a test sets its own)
 
 
 async def _watch_recovery() -> None:
@@ -806,24 +836,25 @@ async def _watch_recovery() -> None:
     before the worker takes any input. Now and then it waits for ever for the entries that
     are left, with no error (Faust logs "No event received for active tp ... since recovery
     start" every few seconds), and the desk never comes back. When a partition's recovery
-    has not moved for :data:`RECOVERY_STALL_S`, the worker's state goes to the log
-    (:func:`_dump_state`) and the consumer is sent back to the first entry not yet read, so
-    the rest comes again; an entry read twice is applied once (recovery keeps the newest
-    offset it applied).
+    has not moved for :data:`RECOVERY_STALL_S` while nothing fetched waits to be applied, the
+    worker's state goes to the log (:func:`_dump_state`) and the consumer is sent back to the
+    first entry not yet read, so the rest comes again; an entry read twice is applied once
+    (recovery keeps the newest offset it applied).
     """
     tables: Any = app.tables  # Faust's TableManager: more than its TableManagerT type shows
     recovery = tables.recovery
     if not app.in_recovery:
         _recovery_progress.clear()
         return
-    now = time.monotonic()
+    now = _clock()
+    waiting = tables.changelog_queue.qsize()  # fetched, not yet applied: not a stall
     for tp, highwater in list(recovery.active_highwaters.items()):
         offset = recovery.active_offsets.get(tp)
         if offset is None or highwater is None or offset >= highwater:
             _recovery_progress.pop(tp, None)
             continue
         seen, since = _recovery_progress.get(tp, (offset, now))
-        if seen != offset or tp not in _recovery_progress:
+        if seen != offset or tp not in _recovery_progress or waiting:
             _recovery_progress[tp] = (offset, now)
             continue
         if now - since < RECOVERY_STALL_S:
@@ -833,7 +864,7 @@ async def _watch_recovery() -> None:
                     offset + 1)
         _dump_state(app)
         _recovery_progress[tp] = (offset, now)
-        await app.consumer.seek(tp, offset + 1)
+        await _seek(tp, offset + 1)
 
 
-app.timer(interval=1.0)(_watch_recovery)
+app.timer(interval=1.0)(_never_raises(_watch_recovery))

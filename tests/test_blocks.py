@@ -430,12 +430,16 @@ def test_a_stalled_table_recovery_is_read_again_from_where_it_stopped(
     monkeypatch.setattr(recovery, "active_highwaters", {tp: 29})
     monkeypatch.setattr(recovery, "active_offsets", {tp: 11})
     monkeypatch.setattr(sa.app, "in_recovery", True)
+    assigned = {tp}
+    monkeypatch.setattr(sa.app.consumer, "assignment", lambda: assigned)
     seek = AsyncMock()
-    monkeypatch.setattr(sa.app.consumer, "seek", seek)
+    monkeypatch.setattr(sa.app.consumer, "seek_wait", seek)
+    queued = [0]  # changelog entries fetched and not yet applied
+    monkeypatch.setattr(sa.app.tables.changelog_queue, "qsize", lambda: queued[0])
     dumps = MagicMock()
     monkeypatch.setattr(sa, "_dump_state", dumps)
     clock = [1000.0]
-    monkeypatch.setattr(sa.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(sa, "_clock", lambda: clock[0])
     sa._recovery_progress.clear()
 
     def tick(seconds: float) -> None:
@@ -449,17 +453,52 @@ def test_a_stalled_table_recovery_is_read_again_from_where_it_stopped(
     tick(2)
     tick(sa.RECOVERY_STALL_S - 1)
     assert seek.await_count == 0
+    queued[0] = 3  # entries wait to be applied: slow, not stalled
+    tick(sa.RECOVERY_STALL_S * 2)
+    assert seek.await_count == 0
+    queued[0] = 0
+    tick(sa.RECOVERY_STALL_S - 1)
+    assert seek.await_count == 0
     tick(2)  # no entry read for longer than the limit: read again from the first one left
-    seek.assert_awaited_once_with(tp, 21)
+    seek.assert_awaited_once_with({tp: 21})
     dumps.assert_called_once_with(sa.app)
     tick(1)  # and not again at once
     assert seek.await_count == 1
-    recovery.active_offsets[tp] = 29  # recovered: nothing left to watch
-    tick(sa.RECOVERY_STALL_S * 2)
+    assigned.clear()  # a rebalance took the partition away meanwhile: no seek on it
+    tick(sa.RECOVERY_STALL_S + 1)
     assert seek.await_count == 1
-    monkeypatch.setattr(sa.app, "in_recovery", False)
+    assert tp in sa._recovery_progress
+    monkeypatch.setattr(sa.app, "in_recovery", False)  # recovery over: nothing is watched
     tick(1)
     assert sa._recovery_progress == {}
+    recovery.active_offsets[tp] = 29  # recovered to the end: nothing left to watch
+    monkeypatch.setattr(sa.app, "in_recovery", True)
+    tick(sa.RECOVERY_STALL_S * 2)
+    tick(sa.RECOVERY_STALL_S * 2)
+    assert seek.await_count == 1 and sa._recovery_progress == {}
+
+
+def test_a_watch_that_fails_is_logged_and_runs_again(
+        streams_app: Any, caplog: pytest.LogCaptureFixture) -> None:
+    sa = streams_app
+    rounds = []
+
+    async def broken() -> None:
+        rounds.append(1)
+        raise RuntimeError("the broker went away")
+
+    guarded = sa._never_raises(broken)
+    asyncio.run(guarded())
+    asyncio.run(guarded())
+    assert len(rounds) == 2
+    assert "broken failed; it runs again" in caplog.text and "the broker went away" in caplog.text
+
+
+def test_a_new_day_deletes_the_changelogs_of_the_desks_tables() -> None:
+    import streams.app as sa
+
+    names = {t.changelog_topic.get_topic_name() for t in (sa.journal, sa.marks)}
+    assert names == set(kafka.desk_changelogs())
 
 
 def test_the_allocations_topic_is_in_the_table() -> None:

@@ -867,35 +867,44 @@ async def ensure_topics(bootstrap: str, specs: Sequence[TopicSpec], *,
     partitions than the table is how a cluster scales out); :func:`describe_topics` reports
     the differences. The replication factor is the number of brokers, up to three.
     """
-    from aiokafka.admin import NewTopic
-
     deadline = time.monotonic() + timeout
     async with _admin(bootstrap, timeout) as admin:
-        cluster = await admin.describe_cluster()
-        replicas = max(1, min(3, len(cluster.get("brokers", []))))
-        created: list[str] = []
         existing = set(await admin.list_topics())
-        wanted = [s for s in specs if s.name not in existing]
-        while wanted:
-            response = await admin.create_topics(
-                [NewTopic(s.name, s.partitions, replicas, topic_configs=s.configs())
-                 for s in wanted],
-                timeout_ms=max(int((deadline - time.monotonic()) * 1000), 1000))
-            retry = []
-            for name, code, message in _topic_errors(response):
-                spec = next(s for s in wanted if s.name == name)
-                if code == 0:
-                    created.append(name)
-                elif code == _TOPIC_ALREADY_EXISTS:
-                    pass  # made meanwhile by someone else
-                elif code in _RETRIABLE and time.monotonic() < deadline:
-                    retry.append(spec)
-                else:
-                    raise KafkaRunError(f"cannot create topic {name}: "
-                                        f"{message or f'Kafka error code {code}'}")
-            wanted = retry
-            if wanted:
-                await asyncio.sleep(0.2)
+        return await _create_topics(admin, [s for s in specs if s.name not in existing],
+                                    deadline)
+
+
+async def _create_topics(admin: AIOKafkaAdminClient, wanted: Sequence[TopicSpec],
+                         deadline: float, *, after_delete: bool = False) -> list[str]:
+    """Create ``wanted`` (the replication factor is the number of brokers, up to three); the
+    names created. One that exists already is left as it is, unless ``after_delete``: then one
+    still on its way out is asked for again until the cluster makes it (or ``deadline``)."""
+    from aiokafka.admin import NewTopic
+
+    cluster = await admin.describe_cluster()
+    replicas = max(1, min(3, len(cluster.get("brokers", []))))
+    created: list[str] = []
+    while wanted:
+        response = await admin.create_topics(
+            [NewTopic(s.name, s.partitions, replicas, topic_configs=s.configs())
+             for s in wanted],
+            timeout_ms=max(int((deadline - time.monotonic()) * 1000), 1000))
+        retry = []
+        for name, code, message in _topic_errors(response):
+            spec = next(s for s in wanted if s.name == name)
+            leaving = after_delete and "deletion" in (message or "")
+            if code == 0:
+                created.append(name)
+            elif code == _TOPIC_ALREADY_EXISTS and not leaving:
+                pass  # made meanwhile by someone else
+            elif (code in _RETRIABLE or leaving) and time.monotonic() < deadline:
+                retry.append(spec)
+            else:
+                raise KafkaRunError(f"cannot create topic {name}: "
+                                    f"{message or f'Kafka error code {code}'}")
+        wanted = retry
+        if wanted:
+            await asyncio.sleep(0.2)
     return created
 
 
@@ -983,14 +992,23 @@ SINK_GROUP = "mats-sink"
 GATEWAY_GROUP_PREFIX = "mats-gateway-"
 # what the desk's workers read: intake's signals and the sequenced topics
 DESK_INPUTS = ("mats.signals", "mats.blocks", "mats.marketdata", "mats.exec-reports")
+# the desk's Faust tables (streams/app.py), each kept in a changelog topic of Faust's naming
+DESK_TABLES = ("journal", "marks")
+
+_GROUP_RETRIABLE = {14, 15, 16}  # coordinator loading, not available, not the coordinator
+_DELETED_ALREADY = 3  # unknown topic
+
+
+def desk_changelogs() -> tuple[str, ...]:
+    """The changelog topics of the desk's tables: its journal and marks."""
+    return tuple(f"{DESK_GROUP}-{t}-changelog" for t in DESK_TABLES)
 
 
 @dataclass(frozen=True)
 class NewDay:
     """What :func:`new_day` did: the topics it emptied (deleted, then made again from the table)
     and the desk's changelogs it deleted (the next worker makes them afresh), by name; and
-    what it found unread and let go because it was told to (``force``), as ``group: topic[p]
-    n`` lines."""
+    what it found unread and let go, as ``group: topic[partition] count`` lines."""
 
     emptied: tuple[str, ...]
     changelogs: tuple[str, ...]
@@ -1006,94 +1024,132 @@ async def new_day(bootstrap: str, specs: Sequence[TopicSpec],
     since), tied to the offsets of the sequenced topics. A new day therefore empties every
     event topic of the table (cleanup policy ``delete``: signals, blocks, market data,
     execution reports, child orders, allocations, fills, alerts, dead letters), deletes the
-    desk's table changelogs (``mats-*-changelog``) and makes the event topics again as the
+    desk's table changelogs (:func:`desk_changelogs`) and makes the event topics again as the
     table has them. State topics (``compact``: start-of-day state, account state, exposure,
     gateway status) are kept: the next start of day replaces them. Committed offsets of
     deleted topics go with them.
 
-    Nothing is lost silently. It refuses (:class:`KafkaRunError`, nothing changed) while any
-    MATS consumer group (:data:`DESK_GROUP`, :data:`SINK_GROUP`, ``mats-gateway-*``) has a
+    Nothing read is lost silently. It refuses (:class:`KafkaRunError`, nothing changed) while
+    any MATS consumer group (:data:`DESK_GROUP`, :data:`SINK_GROUP`, ``mats-gateway-*``) has a
     member, that is while a worker, the sink or a gateway runs; and while a group of
     ``readers`` (group id -> the topics it must have read to the end: the desk's inputs, the
     sink's topics, each gateway's orders) has messages it did not read, unless ``force``. A
     group that never read on this cluster (no sink in this deployment, a gateway never
     started) is not waited for, except the desk's: what it left is deleted and listed in
-    :attr:`NewDay.discarded`, as what ``force`` lets go is.
-    """
-    from aiokafka import AIOKafkaConsumer, TopicPartition
+    :attr:`NewDay.discarded`, as what ``force`` lets go is. Producers have no group: what a
+    feed sends while this runs can be deleted unlisted, so feeds stop first too.
 
+    Once deleting has begun, the event topics are made again whatever happens (a topic the
+    cluster would not delete is named in the error).
+    """
     deadline = time.monotonic() + timeout
     async with _admin(bootstrap, timeout) as admin:
         groups = [g[0] for g in await admin.list_consumer_groups()]
-        ours = [g for g in groups if g in (DESK_GROUP, SINK_GROUP)
-                or g.startswith(GATEWAY_GROUP_PREFIX)]
-        running: list[str] = []
-        if ours:
-            for response in await admin.describe_consumer_groups(ours):
-                for group in response.to_object()["groups"]:
-                    if group["members"]:
-                        running.append(f"{group['group']} ({len(group['members'])} running)")
+        running = await _running_groups(admin, [
+            g for g in groups if g in (DESK_GROUP, SINK_GROUP)
+            or g.startswith(GATEWAY_GROUP_PREFIX)], deadline)
         if running:
             raise KafkaRunError("the day is in use: consumer group "
                                 f"{', '.join(sorted(running))}; stop the workers, the sink "
                                 "and the gateways first")
         on_cluster = set(await admin.list_topics())
-        unread: list[str] = []  # by a group that reads here: refused unless forced
-        unheard: list[str] = []  # by a group that never read here (no sink, say): reported
-        read = sorted({t for topics in readers.values() for t in topics} & on_cluster)
-        n_parts = {t["topic"]: len(t["partitions"]) for t in await admin.describe_topics(read)
-                   if t["error_code"] == 0} if read else {}
-        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-        await consumer.start()
-        try:
-            consumer.assign([TopicPartition(t, p) for t, n in n_parts.items()
-                             for p in range(n)])
-            for group, topics in readers.items():
-                parts = [TopicPartition(t, p) for t in topics for p in range(n_parts.get(t, 0))]
-                if not parts:
-                    continue
-                known = group in groups or group == DESK_GROUP
-                committed = (await admin.list_consumer_group_offsets(group, partitions=parts)
-                             if group in groups else {})
-                begin = await consumer.beginning_offsets(parts)
-                end = await consumer.end_offsets(parts)
-                for tp in parts:
-                    meta = committed.get(tp)
-                    done = meta.offset if meta is not None and meta.offset >= 0 else begin[tp]
-                    if end[tp] > done:
-                        line = f"{group}: {tp.topic}[{tp.partition}] {end[tp] - done}"
-                        (unread if known else unheard).append(line)
-        finally:
-            await consumer.stop()
+        unread, unheard = await _unread(admin, bootstrap, readers, groups, on_cluster)
         if unread and not force:
             raise KafkaRunError("messages not yet read would be lost: "
                                 + "; ".join(unread)
                                 + " (start what reads them and let it finish, or force)")
         events = [s for s in specs if s.cleanup_policy == "delete" and s.name in on_cluster]
-        changelogs = sorted(t for t in on_cluster
-                            if t.startswith(f"{DESK_GROUP}-") and t.endswith("-changelog"))
+        changelogs = sorted(set(desk_changelogs()) & on_cluster)
         doomed = [s.name for s in events] + changelogs
         if doomed:
-            await admin.delete_topics(doomed, timeout_ms=max(int(timeout * 1000), 1000))
-            while set(doomed) & set(await admin.list_topics()):
-                if time.monotonic() > deadline:
-                    raise KafkaRunError("topics still not deleted after "
-                                        f"{timeout:g}s: {', '.join(sorted(doomed))}")
-                await asyncio.sleep(0.2)
-    # a topic just deleted can still be on its way out: make the events' again until they are
-    while events:
-        await ensure_topics(bootstrap, events, timeout=max(deadline - time.monotonic(), 1.0))
-        async with _admin(bootstrap, timeout) as admin:
-            there = set(await admin.list_topics())
-        if all(s.name in there for s in events):
-            break
-        if time.monotonic() > deadline:
-            raise KafkaRunError("topics deleted but not made again within "
-                                f"{timeout:g}s: {', '.join(s.name for s in events)}")
-        await asyncio.sleep(0.2)
+            try:
+                response = await admin.delete_topics(
+                    doomed, timeout_ms=max(int(timeout * 1000), 1000))
+                refused = [f"{name} (Kafka error code {code})"
+                           for name, code in response.topic_error_codes
+                           if code not in (0, _DELETED_ALREADY)]
+                if refused:
+                    raise KafkaRunError(f"Kafka did not delete {', '.join(refused)}")
+                while set(doomed) & set(await admin.list_topics()):
+                    if time.monotonic() > deadline:
+                        raise KafkaRunError(
+                            f"topics still not deleted after {timeout:g}s: "
+                            f"{', '.join(sorted(set(doomed) & set(await admin.list_topics())))}")
+                    await asyncio.sleep(0.2)
+            finally:
+                # what was deleted is made again, even when deleting failed half way
+                await _create_topics(admin, events, deadline, after_delete=True)
     return NewDay(emptied=tuple(s.name for s in events), changelogs=tuple(changelogs),
                   discarded=tuple(unread + [f"{u} (that group never read here)"
                                             for u in unheard]))
+
+
+async def _running_groups(admin: AIOKafkaAdminClient, group_ids: list[str],
+                          deadline: float) -> list[str]:
+    """``group (n running)`` for each of ``group_ids`` with members; asks again while the
+    group coordinator is loading or moving."""
+    while group_ids:
+        running: list[str] = []
+        failed: list[str] = []
+        again = False
+        for response in await admin.describe_consumer_groups(group_ids):
+            for group in response.to_object()["groups"]:
+                code = group["error_code"]
+                if code in _GROUP_RETRIABLE:
+                    again = True
+                elif code:
+                    failed.append(f"{group['group']} (Kafka error code {code})")
+                elif group["members"]:
+                    running.append(f"{group['group']} ({len(group['members'])} running)")
+        if failed:
+            raise KafkaRunError(f"cannot tell whether consumer group {', '.join(failed)} "
+                                "is running")
+        if not again:
+            return running
+        if time.monotonic() > deadline:
+            raise KafkaRunError("the group coordinator did not answer in time")
+        await asyncio.sleep(0.5)
+    return []
+
+
+async def _unread(admin: AIOKafkaAdminClient, bootstrap: str,
+                  readers: Mapping[str, Sequence[str]], groups: list[str],
+                  on_cluster: set[str]) -> tuple[list[str], list[str]]:
+    """What each group of ``readers`` has not read: (of groups that read here, of the others),
+    as ``group: topic[partition] count`` lines. Committed offsets are the next to read."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    read = sorted({t for topics in readers.values() for t in topics} & on_cluster)
+    described = await admin.describe_topics(read) if read else []
+    bad = [f"{t['topic']} (Kafka error code {t['error_code']})" for t in described
+           if t["error_code"]]
+    if bad:
+        raise KafkaRunError(f"cannot tell what was read of {', '.join(bad)}")
+    n_parts = {t["topic"]: len(t["partitions"]) for t in described}
+    unread: list[str] = []
+    unheard: list[str] = []
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        consumer.assign([TopicPartition(t, p) for t, n in n_parts.items() for p in range(n)])
+        for group, topics in readers.items():
+            parts = [TopicPartition(t, p) for t in topics for p in range(n_parts.get(t, 0))]
+            if not parts:
+                continue
+            committed = (await admin.list_consumer_group_offsets(group, partitions=parts)
+                         if group in groups else {})
+            begin = await consumer.beginning_offsets(parts)
+            end = await consumer.end_offsets(parts)
+            for tp in parts:
+                meta = committed.get(tp)
+                # below the log's start, what was not read is gone already
+                done = max(meta.offset if meta is not None else -1, begin[tp])
+                if end[tp] > done:
+                    line = f"{group}: {tp.topic}[{tp.partition}] {end[tp] - done}"
+                    (unread if group in groups or group == DESK_GROUP else unheard).append(line)
+    finally:
+        await consumer.stop()
+    return unread, unheard
 
 
 def quiet_client_logs() -> None:
