@@ -1079,9 +1079,22 @@ async def new_day(bootstrap: str, specs: Sequence[TopicSpec],
             finally:
                 # what was deleted is made again, even when deleting failed half way
                 await _create_topics(admin, events, deadline, after_delete=True)
+            await _wait_listed(admin, [s.name for s in events], deadline)
     return NewDay(emptied=tuple(s.name for s in events), changelogs=tuple(changelogs),
                   discarded=tuple(unread + [f"{u} (that group never read here)"
                                             for u in unheard]))
+
+
+async def _wait_listed(admin: AIOKafkaAdminClient, names: list[str], deadline: float) -> None:
+    """Until the cluster's metadata lists every topic of ``names`` with its partitions (a topic
+    just made reaches the brokers' metadata a moment after the controller said yes)."""
+    while names:
+        described = await admin.describe_topics(names)
+        if all(t["error_code"] == 0 and t["partitions"] for t in described):
+            return
+        if time.monotonic() > deadline:
+            raise KafkaRunError(f"topics made again but not listed in time: {', '.join(names)}")
+        await asyncio.sleep(0.2)
 
 
 async def _running_groups(admin: AIOKafkaAdminClient, group_ids: list[str],
@@ -1125,9 +1138,11 @@ async def _unread(admin: AIOKafkaAdminClient, bootstrap: str,
            if t["error_code"]]
     if bad:
         raise KafkaRunError(f"cannot tell what was read of {', '.join(bad)}")
-    n_parts = {t["topic"]: len(t["partitions"]) for t in described}
+    n_parts = {t["topic"]: len(t["partitions"]) for t in described if t["partitions"]}
     unread: list[str] = []
     unheard: list[str] = []
+    if not n_parts:  # nothing to have read (and a consumer never assigned cannot stop cleanly)
+        return unread, unheard
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
