@@ -134,6 +134,35 @@ def test_read_topics_gives_what_each_topic_holds_now(broker: kafka.KafkaSettings
     assert "mats.sod-state" in got
 
 
+def test_a_new_day_empties_the_event_topics_and_keeps_the_state_topics(
+        own_broker: kafka.KafkaSettings) -> None:
+    bootstrap = own_broker.bootstrap_servers
+    specs = own_broker.specs()
+
+    async def scenario() -> tuple[kafka.NewDay, dict[str, list[Any]]]:
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+        await producer.start()
+        try:
+            await producer.send_and_wait("mats.alerts", b"yesterday's alert", key=b"A1")
+            await producer.send_and_wait("mats.sod-state", b"yesterday's state", key=b"A1")
+        finally:
+            await producer.stop()
+        # no group has read anything: none is asked (readers empty), and nothing is refused
+        day = await kafka.new_day(bootstrap, specs, {}, timeout=60)
+        return day, await kafka.read_topics(bootstrap, ["mats.alerts", "mats.sod-state"])
+
+    day, got = asyncio.run(scenario())
+    events = [s for s in specs if s.cleanup_policy == "delete"]
+    assert sorted(day.emptied) == sorted(s.name for s in events)
+    assert day.changelogs == () and day.discarded == ()  # no worker ever ran here
+    assert got["mats.alerts"] == []
+    assert [r.value for r in got["mats.sod-state"]] == [b"yesterday's state"]
+    states = {t.name: t for t in asyncio.run(kafka.describe_topics(bootstrap, specs))}
+    for spec in specs:  # every topic there again, as the table has it
+        assert (states[spec.name].partitions, states[spec.name].cleanup_policy) == (
+            spec.partitions, spec.cleanup_policy), spec.name
+
+
 def test_up_again_changes_nothing(broker: kafka.KafkaSettings) -> None:
     pid = kafka.broker_pid(broker)
     st = kafka.up(broker, timeout=60)
