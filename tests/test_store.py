@@ -326,3 +326,40 @@ def test_unparsed_keeps_what_it_can_of_the_journey_and_binary_as_base64() -> Non
 def test_kinds_are_in_journey_order() -> None:
     assert KINDS[0] == "signal" and KINDS.index("allocation_instruction") < KINDS.index(
         "child_order") < KINDS.index("alert")
+
+
+def test_a_postgresql_server_that_never_answers_fails_within_the_connect_timeout(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server that takes the TCP connection and then says nothing (stopping, or a network
+    that dropped): opening the store fails after the connect timeout, with the database's
+    error, instead of waiting for ever (the sink would then wait with it)."""
+    import socket
+    import time
+
+    from sqlalchemy.exc import OperationalError
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)  # the kernel completes the handshake; nobody ever reads or writes
+    port = silent.getsockname()[1]
+    monkeypatch.setenv("MATS_DB_CONNECT_TIMEOUT_S", "2")
+    try:
+        started = time.monotonic()
+        with pytest.raises(OperationalError, match="timeout"):
+            Store(f"postgresql+psycopg://mats@127.0.0.1:{port}/mats")
+        took = time.monotonic() - started
+    finally:
+        silent.close()
+    assert took < 60  # a bound on a broken run (it would hang), not a timing check
+
+
+def test_postgresql_connection_options_yield_to_the_url() -> None:
+    from mats.store import DB_CONNECT_TIMEOUT_S, _pg_connect_args
+
+    args = _pg_connect_args(make_url("postgresql+psycopg://h/db"), env={})
+    assert args["connect_timeout"] == DB_CONNECT_TIMEOUT_S and args["keepalives"] == 1
+    args = _pg_connect_args(make_url("postgresql+psycopg://h/db?connect_timeout=3"),
+                            env={"MATS_DB_CONNECT_TIMEOUT_S": "5"})
+    assert "connect_timeout" not in args  # the URL's own 3 s stands
+    assert _pg_connect_args(make_url("postgresql+psycopg://h/db"),
+                            env={"MATS_DB_CONNECT_TIMEOUT_S": "5"})["connect_timeout"] == 5

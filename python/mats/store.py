@@ -210,8 +210,30 @@ def _set_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+# How long a PostgreSQL connection may take to open, and how soon a connection whose server
+# went silent is found dead (TCP keepalives: idle, interval, probes). Without them, a server
+# that went away without closing its sockets (stopped, or a network that dropped) leaves a
+# call waiting for ever, and the sink with it; with them the call fails and is tried again.
+DB_CONNECT_TIMEOUT_S = 10
+_PG_KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
+                  "keepalives_count": 3}
+
+
+def _pg_connect_args(parsed: Any, env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The connection options MATS sets for PostgreSQL, less those the URL sets itself.
+    ``MATS_DB_CONNECT_TIMEOUT_S`` overrides :data:`DB_CONNECT_TIMEOUT_S`."""
+    env = os.environ if env is None else env
+    timeout = env.get("MATS_DB_CONNECT_TIMEOUT_S")
+    args: dict[str, Any] = {"connect_timeout": int(float(timeout)) if timeout
+                            else DB_CONNECT_TIMEOUT_S, **_PG_KEEPALIVES}
+    return {k: v for k, v in args.items() if k not in parsed.query}
+
+
 def _engine(url: str) -> Engine:
     parsed = make_url(url)
+    if parsed.get_backend_name() == "postgresql":
+        # pre-ping: a connection the pool kept from before a server restart is replaced
+        return create_engine(url, pool_pre_ping=True, connect_args=_pg_connect_args(parsed))
     if parsed.get_backend_name() != "sqlite":
         return create_engine(url)
     database = parsed.database
