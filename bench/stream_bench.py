@@ -28,6 +28,12 @@ machinery, free loopback ports, a temporary run folder), in this order:
     app's producers) reads the same signal topic and writes each message as it is to
     ``bench.floor-out``; measured the same way (the p99 at 1,000 a second and a burst).
 
+``faust_floor``
+    the same for the least a Faust agent can do: a worker of ``bench/faust_floor.py`` (the
+    stream app's own app class and settings, no tables and no desk) forwards each signal with
+    ``Topic.send`` to ``bench.faust-out``. Between it and the aiokafka loop is Faust's own cost
+    per message; between it and the worker, what MATS does per block.
+
 ``kafka_e2e``
     Kafka's own ``org.apache.kafka.tools.EndToEndLatency`` (one record at a time, produced and
     consumed back; ``--e2e-records`` records of the signals' mean size, ``acks=all``). Its class
@@ -101,6 +107,7 @@ SIGNALS = "mats.signals"
 BLOCKS = "mats.blocks"
 ALLOCATIONS = "mats.allocations"
 FLOOR_OUT = "bench.floor-out"
+FAUST_OUT = "bench.faust-out"
 E2E_TOPIC = "bench.e2e"
 START_WAIT_S = 120  # bounds on a broken run, not timing checks
 DRAIN_WAIT_S = 60
@@ -238,7 +245,7 @@ class Reader:
         await self.consumer.start()
         # the partition counts of the topic table (the bench's own topics are made so)
         counts = {s.name: s.partitions for s in kafka.topic_specs()}
-        counts[FLOOR_OUT] = kafka.GATEWAY_PARTITIONS
+        counts[FLOOR_OUT] = counts[FAUST_OUT] = kafka.GATEWAY_PARTITIONS
         tps = [TopicPartition(t, p) for t in self.topics for p in range(counts[t])]
         self.consumer.assign(tps)
         await self.consumer.seek_to_end(*tps)
@@ -572,16 +579,27 @@ async def floor_loop(bootstrap: str, group: str) -> None:
         await producer.stop()
 
 
-async def bench_floor(bootstrap: str, tmp: Path, args: argparse.Namespace,
-                      signals: Signals) -> dict[str, Any]:
-    await kafka.ensure_topics(bootstrap, [kafka.TopicSpec(
-        FLOOR_OUT, kafka.GATEWAY_PARTITIONS, "delete", "strategy id", "bench floor output")])
-    log = tmp / "floor.log"
+def start_aiokafka_loop(bootstrap: str, tmp: Path, log: Path) -> subprocess.Popen[bytes]:
     with log.open("wb") as out:
-        loop = subprocess.Popen([sys.executable, __file__, "--floor-loop", bootstrap],
+        return subprocess.Popen([sys.executable, __file__, "--floor-loop", bootstrap],
                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    alive = _alive(loop, "the aiokafka loop", log)
-    reader = Reader(bootstrap, [FLOOR_OUT])
+
+
+def start_faust_loop(bootstrap: str, tmp: Path, log: Path) -> subprocess.Popen[bytes]:
+    return start_worker(bootstrap, tmp, SAMPLE, log, module="bench.faust_floor")
+
+
+async def bench_floor(bootstrap: str, tmp: Path, args: argparse.Namespace, signals: Signals,
+                      *, name: str = "aiokafka", out_topic: str = FLOOR_OUT,
+                      start: Any = start_aiokafka_loop) -> dict[str, Any]:
+    """A loop that forwards each signal (``start(bootstrap, tmp, log)`` runs it, writing to
+    ``out_topic``), timed as the worker is: the p99 at 1,000 a second and a burst."""
+    await kafka.ensure_topics(bootstrap, [kafka.TopicSpec(
+        out_topic, kafka.GATEWAY_PARTITIONS, "delete", "strategy id", "bench floor output")])
+    log = tmp / f"{name}-floor.log"
+    loop = start(bootstrap, tmp, log)
+    alive = _alive(loop, f"the {name} loop", log)
+    reader = Reader(bootstrap, [out_topic])
     producer = None
     result: dict[str, Any] = {}
     try:
@@ -590,11 +608,11 @@ async def bench_floor(bootstrap: str, tmp: Path, args: argparse.Namespace,
         sent: dict[bytes, float] = {}
         # the loop's group starts at the end of the topic: probe until its output flows
         t0 = time.monotonic()
-        while reader.count(FLOOR_OUT) == 0:
+        while reader.count(out_topic) == 0:
             alive()
             if time.monotonic() - t0 > START_WAIT_S:
-                raise BenchError(f"the aiokafka loop passed nothing on in {START_WAIT_S} s")
-            await send_paced(producer, signals.take("FREADY", 5), 50, sent)
+                raise BenchError(f"the {name} loop passed nothing on in {START_WAIT_S} s")
+            await send_paced(producer, signals.take(f"{name[0].upper()}READY", 5), 50, sent)
             await asyncio.sleep(0.5)
         result["ready_s"] = round(time.monotonic() - t0, 1)
         settle(loop.pid, args.settle_s)
@@ -604,42 +622,42 @@ async def bench_floor(bootstrap: str, tmp: Path, args: argparse.Namespace,
 
         # p99 at 1,000 a second (the same warm-up and length as the worker's phases)
         rate = 1000.0
-        warm = signals.take("FW", round(rate * args.warmup_s))
-        batch = signals.take("F", round(rate * args.seconds))
+        warm = signals.take(f"{name[0].upper()}FW", round(rate * args.warmup_s))
+        batch = signals.take(f"{name[0].upper()}F", round(rate * args.seconds))
         ids = by_value(batch)
-        before = reader.count(FLOOR_OUT)
+        before = reader.count(out_topic)
         load = _load()
         await send_paced(producer, [*warm, *batch], rate, sent)
         try:
-            await wait_for(lambda: reader.count(FLOOR_OUT) >= before + len(warm) + len(batch),
+            await wait_for(lambda: reader.count(out_topic) >= before + len(warm) + len(batch),
                            "the loop's output at 1,000/s", DRAIN_WAIT_S, alive)
         except BenchError as e:
             print(f"  {e}", flush=True)
         read_ms = [(read - sent[ids[v]]) * 1000 for _k, v, _c, read
-                   in reader.seen.records[FLOOR_OUT][before:] if v in ids]
+                   in reader.seen.records[out_topic][before:] if v in ids]
         lat = _stats(read_ms)
         result["at_1000"] = {**lat, "signals": len(batch), "load_avg": load}
         settle(loop.pid, args.settle_s)
 
-        batch = signals.take("FB", args.burst)
+        batch = signals.take(f"{name[0].upper()}FB", args.burst)
         ids = by_value(batch)
-        before = reader.count(FLOOR_OUT)
+        before = reader.count(out_topic)
         load = _load()
         produce_s = await send_burst(producer, batch, sent)
         try:
-            await wait_for(lambda: reader.count(FLOOR_OUT) >= before + len(batch),
+            await wait_for(lambda: reader.count(out_topic) >= before + len(batch),
                            "the loop's burst output", DRAIN_WAIT_S, alive)
         except BenchError as e:
             print(f"  {e}", flush=True)
-        created = [c for _k, v, c, _r in reader.seen.records[FLOOR_OUT][before:] if v in ids]
+        created = [c for _k, v, c, _r in reader.seen.records[out_topic][before:] if v in ids]
         rate_s = steady_rate(created)
         result["burst"] = {"signals": len(batch), "producer_s": round(produce_s, 3),
                            "producer_msgs_per_s": round(len(batch) / produce_s, 1), **rate_s,
                            "load_avg": load}
         result["max_msgs_per_s"] = rate_s["steady_per_s"]
         result["p99_ms_at_1000"] = lat["p99_ms"]
-        print(f"  floor    p99 {lat['p99_ms']} ms at 1000/s; {rate_s['steady_per_s']} msgs/s "
-              f"steady on the burst", flush=True)
+        print(f"  {name} floor    p99 {lat['p99_ms']} ms at 1000/s; "
+              f"{rate_s['steady_per_s']} msgs/s steady on the burst", flush=True)
         return result
     finally:
         if producer is not None:
@@ -718,6 +736,10 @@ def _table(result: dict[str, Any]) -> str:
     rows.append(("aiokafka loop p99 @1000/s", f"{f.get('p99_ms_at_1000')} ms",
                  f"ours within {GOAL_WITHIN_X_FLOOR:g}x",
                  f"{g['p99_within_5x_floor_met']} ({g['p99_ratio_to_floor']}x)"))
+    ff = result["faust_floor"]
+    rows.append(("Faust forwarding agent max msgs/s", str(ff.get("max_msgs_per_s")), "", ""))
+    rows.append(("Faust forwarding agent p99 @1000/s", f"{ff.get('p99_ms_at_1000')} ms", "",
+                 ""))
     e = result["kafka_e2e"]
     rows.append(("Kafka EndToEndLatency", f"p50 {e.get('p50_ms')} / p99 {e.get('p99_ms')} ms",
                  "", ""))
@@ -727,13 +749,17 @@ def _table(result: dict[str, Any]) -> str:
 
 
 async def _bench_kafka_side(bootstrap: str, tmp: Path, args: argparse.Namespace,
-                            gateway_topics: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+                            gateway_topics: list[str]
+                            ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     signals = Signals()
     print("stream worker:", flush=True)
     worker = await bench_worker(bootstrap, tmp, args, gateway_topics, signals)
     print("aiokafka consume-and-produce loop:", flush=True)
     floor = await bench_floor(bootstrap, tmp, args, signals)
-    return worker, floor
+    print("Faust forwarding agent:", flush=True)
+    faust_floor = await bench_floor(bootstrap, tmp, args, signals, name="faust",
+                                    out_topic=FAUST_OUT, start=start_faust_loop)
+    return worker, floor, faust_floor
 
 
 def core_only(book: Path, n: int) -> dict[str, Any]:
@@ -773,8 +799,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             kafka.up(cfg, timeout=90)
             started = kafka.settings(run_dir=tmp / "kafka", env={})
             print(f"broker on {started.bootstrap_servers}", flush=True)
-            worker, floor = asyncio.run(_bench_kafka_side(started.bootstrap_servers, tmp, args,
-                                                          gateway_topics))
+            worker, floor, faust_floor = asyncio.run(_bench_kafka_side(
+                started.bootstrap_servers, tmp, args, gateway_topics))
             print("Kafka EndToEndLatency:", flush=True)
             try:
                 e2e = bench_e2e(started, args, record_size)
@@ -804,6 +830,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "aiokafka_floor": {"max_msgs_per_s": floor.get("max_msgs_per_s"),
                            "p99_ms_at_1000": floor_p99,
                            "at_1000": floor.get("at_1000"), "burst": floor.get("burst")},
+        "faust_floor": {"max_msgs_per_s": faust_floor.get("max_msgs_per_s"),
+                        "p99_ms_at_1000": faust_floor.get("p99_ms_at_1000"),
+                        "at_1000": faust_floor.get("at_1000"),
+                        "burst": faust_floor.get("burst")},
         "kafka_e2e": e2e,
         "burst": worker.get("burst"),
         "core_only": reference,
@@ -831,6 +861,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                 f"CreateTime, 10th to 90th percentile of the burst",
             "aiokafka_floor": "own process and group, mats.signals -> bench.floor-out "
                               "(3 partitions), acks=all + idempotence, value forwarded as is",
+            "faust_floor": "bench/faust_floor.py: a Faust worker of the stream app's class and "
+                           "settings, one agent forwarding mats.signals -> bench.faust-out "
+                           "(3 partitions) with Topic.send, measured as the aiokafka loop",
             "kafka_e2e": "EndToEndLatency, one record in flight at a time",
             "worker_settle": "between phases until the worker uses < 10 % of a core",
         },
