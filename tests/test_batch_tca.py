@@ -81,3 +81,20 @@ def test_tca_by_dimension() -> None:
     for dim in ("account_id", "strategy", "allocator", "gateway", "bucket"):
         part = t.filter(pl.col("dimension") == dim)
         assert part["shortfall"].sum() == pytest.approx(firm["shortfall"])
+
+
+def test_block_dimensions_summed_over_blocks_match_the_lots() -> None:
+    """Strategy, allocator and bucket are summed over the blocks' sums; the same figures as
+    summing the lots of each value directly."""
+    lots = lot_costs(*(f.lazy() for f in _frames())).collect()
+    # a third block of the same strategy, so that a key spans blocks
+    more = lots.filter(pl.col("order_id") == "B1").with_columns(
+        pl.lit("B2").alias("order_id"), pl.lit("13:00").alias("bucket"))
+    lots = pl.concat([lots, more])
+    fast = tca_by_dimension(lots.lazy())
+    direct = tca_by_dimension(lots.lazy(), block_dimensions=())
+    assert fast.columns == direct.columns
+    assert fast.select("dimension", "key", "lots").equals(direct.select("dimension", "key", "lots"))
+    for col in fast.columns[3:]:
+        assert fast[col].to_list() == pytest.approx(direct[col].to_list(), rel=1e-12), col
+    assert fast.filter(pl.col("dimension") == "strategy", pl.col("key") == "growth")["lots"][0] == 4
