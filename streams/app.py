@@ -174,7 +174,31 @@ class _IdempotentProducer(faust_aiokafka.Producer):
         return {**super()._settings_extra(), "acks": "all", "enable_idempotence": True}
 
 
+class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    async def _fetch_records(self, consumer: Any, active_partitions: Any,
+                             timeout: float | None = None,
+                             max_records: int | None = None) -> Any:
+        # Faust hands the thread its live set of active partitions, and a rebalance empties it
+        # (every partition paused) while a fetch is on its way here. aiokafka reads an empty
+        # set as "every partition": it would hand over the records of the paused partitions,
+        # moving their positions past them, and Faust would then drop them as not active. A
+        # table recovery then waits for ever for changelog entries already passed over, and a
+        # sequenced partition skips messages. The fetch takes a snapshot, and none when empty.
+        if active_partitions is not None:  # (None: a client-only app, every partition)
+            active_partitions = set(active_partitions)
+            if not active_partitions:
+                return {}
+        return await super()._fetch_records(consumer, active_partitions, timeout=timeout,
+                                            max_records=max_records)
+
+
+class _Consumer(faust_aiokafka.Consumer):
+    def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
+        return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+
 class _Transport(faust_aiokafka.Transport):
+    Consumer = _Consumer
     Producer = _IdempotentProducer
 
 

@@ -494,6 +494,30 @@ def test_a_watch_that_fails_is_logged_and_runs_again(
     assert "broken failed; it runs again" in caplog.text and "the broker went away" in caplog.text
 
 
+def test_a_fetch_while_every_partition_is_paused_takes_nothing(
+        streams_app: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """aiokafka reads an empty set of partitions as "every partition": a fetch made while a
+    rebalance has paused them all would move every position past records Faust then drops
+    (a changelog's, so the table recovery waits for ever). The worker's consumer thread
+    fetches nothing then, and otherwise from a snapshot of the set."""
+    sa = streams_app
+    from faust.transport.drivers import aiokafka as faust_aiokafka
+
+    thread = sa.app.consumer._thread
+    assert isinstance(thread, sa._ConsumerThread)
+    fetched = AsyncMock(return_value={"records": 1})
+    monkeypatch.setattr(faust_aiokafka.AIOKafkaConsumerThread, "_fetch_records", fetched)
+    consumer = object()
+    assert asyncio.run(thread._fetch_records(consumer, set(), timeout=1.0)) == {}
+    assert fetched.await_count == 0
+    active = {TopicPartition("mats-journal-changelog", 0)}
+    got = asyncio.run(thread._fetch_records(consumer, active, timeout=1.0, max_records=5))
+    assert got == {"records": 1}
+    passed = fetched.await_args.args[1]
+    assert passed == active and passed is not active  # a snapshot: the live set may change
+    assert fetched.await_args.kwargs == {"timeout": 1.0, "max_records": 5}
+
+
 def test_a_new_day_deletes_the_changelogs_of_the_desks_tables() -> None:
     import streams.app as sa
 
