@@ -430,3 +430,48 @@ def test_down_leaves_no_process_behind(broker: kafka.KafkaSettings,
     code, out, _ = run(["kafka", "status", "--run-dir", str(broker.run_dir)], capsys)
     assert code == 1
     assert "stopped" in out
+
+
+@pytest.mark.parametrize("remake_fails", [False, True])
+def test_a_new_day_whose_delete_fails_remakes_the_topics_and_tells_every_failure(
+        monkeypatch: pytest.MonkeyPatch, remake_fails: bool) -> None:
+    """Deleting fails half way: the event topics are made again, and the error names what
+    failed; when making them again fails too, the error names both failures, not the last."""
+    import contextlib
+
+    specs = kafka.topic_specs()
+    remade: list[list[str]] = []
+
+    class Admin:
+        async def list_consumer_groups(self) -> list[tuple[str, str]]:
+            return []
+
+        async def list_topics(self) -> list[str]:
+            return [s.name for s in specs]
+
+    @contextlib.asynccontextmanager
+    async def admin(bootstrap: str, timeout: float) -> Any:
+        yield Admin()
+
+    async def delete(*args: Any) -> None:
+        raise kafka.KafkaRunError("Kafka did not delete mats.blocks (Kafka error code 41)")
+
+    async def create(admin: Any, wanted: Any, deadline: float, **kw: Any) -> list[str]:
+        remade.append([s.name for s in wanted])
+        if remake_fails:
+            raise kafka.KafkaRunError("cannot create topic mats.blocks: the disk is full")
+        return []
+
+    async def nothing_unread(*args: Any) -> tuple[list[str], list[str]]:
+        return [], []
+
+    monkeypatch.setattr(kafka, "_admin", admin)
+    monkeypatch.setattr(kafka, "_delete_topics", delete)
+    monkeypatch.setattr(kafka, "_create_topics", create)
+    monkeypatch.setattr(kafka, "_unread", nothing_unread)
+    with pytest.raises(kafka.KafkaRunError) as failed:
+        asyncio.run(kafka.new_day("localhost:1", specs, {}, timeout=5))
+    events = [s.name for s in specs if s.cleanup_policy == "delete"]
+    assert remade == [events]
+    assert "Kafka did not delete mats.blocks" in str(failed.value)
+    assert ("the disk is full" in str(failed.value)) == remake_fails

@@ -1063,26 +1063,36 @@ async def new_day(bootstrap: str, specs: Sequence[TopicSpec],
         doomed = [s.name for s in events] + changelogs
         if doomed:
             try:
-                response = await admin.delete_topics(
-                    doomed, timeout_ms=max(int(timeout * 1000), 1000))
-                refused = [f"{name} (Kafka error code {code})"
-                           for name, code in response.topic_error_codes
-                           if code not in (0, _DELETED_ALREADY)]
-                if refused:
-                    raise KafkaRunError(f"Kafka did not delete {', '.join(refused)}")
-                while set(doomed) & set(await admin.list_topics()):
-                    if time.monotonic() > deadline:
-                        raise KafkaRunError(
-                            f"topics still not deleted after {timeout:g}s: "
-                            f"{', '.join(sorted(set(doomed) & set(await admin.list_topics())))}")
-                    await asyncio.sleep(0.2)
-            finally:
-                # what was deleted is made again, even when deleting failed half way
-                await _create_topics(admin, events, deadline, after_delete=True)
+                await _delete_topics(admin, doomed, timeout, deadline)
+            except BaseException as e:
+                # what was deleted is made again, even when deleting failed half way; if that
+                # fails too, both are told
+                try:
+                    await _create_topics(admin, events, deadline, after_delete=True)
+                except Exception as again:
+                    if isinstance(e, Exception):
+                        raise KafkaRunError(f"{e}; and making the event topics again failed: "
+                                            f"{again}") from e
+                raise
+            await _create_topics(admin, events, deadline, after_delete=True)
             await _wait_listed(admin, [s.name for s in events], deadline)
     return NewDay(emptied=tuple(s.name for s in events), changelogs=tuple(changelogs),
                   discarded=tuple(unread + [f"{u} (that group never read here)"
                                             for u in unheard]))
+
+
+async def _delete_topics(admin: AIOKafkaAdminClient, names: list[str], timeout: float,
+                         deadline: float) -> None:
+    """Deletes ``names`` and waits until the cluster no longer lists them."""
+    response = await admin.delete_topics(names, timeout_ms=max(int(timeout * 1000), 1000))
+    refused = [f"{name} (Kafka error code {code})" for name, code in response.topic_error_codes
+               if code not in (0, _DELETED_ALREADY)]
+    if refused:
+        raise KafkaRunError(f"Kafka did not delete {', '.join(refused)}")
+    while left := sorted(set(names) & set(await admin.list_topics())):
+        if time.monotonic() > deadline:
+            raise KafkaRunError(f"topics still not deleted after {timeout:g}s: {', '.join(left)}")
+        await asyncio.sleep(0.2)
 
 
 async def _wait_listed(admin: AIOKafkaAdminClient, names: list[str], deadline: float) -> None:
