@@ -31,8 +31,10 @@ machinery, free loopback ports, a temporary run folder), in this order:
 ``faust_floor``
     the same for the least a Faust agent can do: a worker of ``bench/faust_floor.py`` (the
     stream app's own app class and settings, no tables and no desk) forwards each signal with
-    ``Topic.send`` to ``bench.faust-out``. Between it and the aiokafka loop is Faust's own cost
-    per message; between it and the worker, what MATS does per block.
+    the app's producer to ``bench.faust-out``. Between it and the aiokafka loop is Faust's own
+    cost per message; between it and the worker, what MATS does per block. ``three_out`` runs
+    it again sending three messages for each one in (the least a block makes: its allocation
+    instruction, a child order, its journal entry on the table's changelog).
 
 ``kafka_e2e``
     Kafka's own ``org.apache.kafka.tools.EndToEndLatency`` (one record at a time, produced and
@@ -108,6 +110,7 @@ BLOCKS = "mats.blocks"
 ALLOCATIONS = "mats.allocations"
 FLOOR_OUT = "bench.floor-out"
 FAUST_OUT = "bench.faust-out"
+FAUST_EXTRA = "bench.faust-extra"
 E2E_TOPIC = "bench.e2e"
 START_WAIT_S = 120  # bounds on a broken run, not timing checks
 DRAIN_WAIT_S = 60
@@ -348,13 +351,15 @@ def steady_rate(create_ts: Sequence[float]) -> dict[str, Any]:
 
 
 def start_worker(bootstrap: str, tmp: Path, book: Path, log: Path,
-                 module: str = "streams.app") -> subprocess.Popen[bytes]:
+                 module: str = "streams.app",
+                 extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     """``faust -A <module> worker`` on the bench broker, as ``tests/workers.py`` runs it: the
     desk's worker (``streams.app``) or the sink's (``streams.sink``)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MATS_", "F_", "FAUST_"))}
     env.update(MATS_KAFKA_BOOTSTRAP=bootstrap, MATS_BOOK_DIR=str(book),
                MATS_DB_URL=f"sqlite:///{tmp / 'mats.db'}", APP_DATADIR=str(tmp / "faust-data"),
-               PYTHONPATH=os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p))
+               PYTHONPATH=os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p),
+               **(extra_env or {}))
     with log.open("wb") as out:
         return subprocess.Popen([str(FAUST), "-A", module, "worker", "--without-web",
                                  "--loglevel", "warn"], cwd=tmp, env=env, stdout=out,
@@ -585,8 +590,14 @@ def start_aiokafka_loop(bootstrap: str, tmp: Path, log: Path) -> subprocess.Pope
                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def start_faust_loop(bootstrap: str, tmp: Path, log: Path) -> subprocess.Popen[bytes]:
-    return start_worker(bootstrap, tmp, SAMPLE, log, module="bench.faust_floor")
+def start_faust_loop(bootstrap: str, tmp: Path, log: Path, outs: int = 1
+                     ) -> subprocess.Popen[bytes]:
+    return start_worker(bootstrap, tmp, SAMPLE, log, module="bench.faust_floor",
+                        extra_env={"MATS_BENCH_FLOOR_OUTS": str(outs)})
+
+
+def start_faust_loop_3(bootstrap: str, tmp: Path, log: Path) -> subprocess.Popen[bytes]:
+    return start_faust_loop(bootstrap, tmp, log, outs=3)
 
 
 async def bench_floor(bootstrap: str, tmp: Path, args: argparse.Namespace, signals: Signals,
@@ -595,7 +606,8 @@ async def bench_floor(bootstrap: str, tmp: Path, args: argparse.Namespace, signa
     """A loop that forwards each signal (``start(bootstrap, tmp, log)`` runs it, writing to
     ``out_topic``), timed as the worker is: the p99 at 1,000 a second and a burst."""
     await kafka.ensure_topics(bootstrap, [kafka.TopicSpec(
-        out_topic, kafka.GATEWAY_PARTITIONS, "delete", "strategy id", "bench floor output")])
+        t, kafka.GATEWAY_PARTITIONS, "delete", "strategy id", "bench floor output")
+        for t in (out_topic, FAUST_EXTRA)])
     log = tmp / f"{name}-floor.log"
     loop = start(bootstrap, tmp, log)
     alive = _alive(loop, f"the {name} loop", log)
@@ -740,6 +752,9 @@ def _table(result: dict[str, Any]) -> str:
     rows.append(("Faust forwarding agent max msgs/s", str(ff.get("max_msgs_per_s")), "", ""))
     rows.append(("Faust forwarding agent p99 @1000/s", f"{ff.get('p99_ms_at_1000')} ms", "",
                  ""))
+    three = ff.get("three_out") or {}
+    rows.append(("Faust agent, 1 in 3 out, max msgs in/s", str(three.get("max_msgs_per_s")),
+                 "", ""))
     e = result["kafka_e2e"]
     rows.append(("Kafka EndToEndLatency", f"p50 {e.get('p50_ms')} / p99 {e.get('p99_ms')} ms",
                  "", ""))
@@ -759,6 +774,9 @@ async def _bench_kafka_side(bootstrap: str, tmp: Path, args: argparse.Namespace,
     print("Faust forwarding agent:", flush=True)
     faust_floor = await bench_floor(bootstrap, tmp, args, signals, name="faust",
                                     out_topic=FAUST_OUT, start=start_faust_loop)
+    print("Faust agent sending three messages for each one in:", flush=True)
+    faust_floor["three_out"] = await bench_floor(bootstrap, tmp, args, signals, name="faust3",
+                                                 out_topic=FAUST_OUT, start=start_faust_loop_3)
     return worker, floor, faust_floor
 
 
@@ -833,7 +851,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "faust_floor": {"max_msgs_per_s": faust_floor.get("max_msgs_per_s"),
                         "p99_ms_at_1000": faust_floor.get("p99_ms_at_1000"),
                         "at_1000": faust_floor.get("at_1000"),
-                        "burst": faust_floor.get("burst")},
+                        "burst": faust_floor.get("burst"),
+                        "three_out": faust_floor.get("three_out")},
         "kafka_e2e": e2e,
         "burst": worker.get("burst"),
         "core_only": reference,
@@ -863,7 +882,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                               "(3 partitions), acks=all + idempotence, value forwarded as is",
             "faust_floor": "bench/faust_floor.py: a Faust worker of the stream app's class and "
                            "settings, one agent forwarding mats.signals -> bench.faust-out "
-                           "(3 partitions) with Topic.send, measured as the aiokafka loop",
+                           "(3 partitions), measured as the aiokafka loop; three_out: each "
+                           "message also sent twice to bench.faust-extra first",
             "kafka_e2e": "EndToEndLatency, one record in flight at a time",
             "worker_settle": "between phases until the worker uses < 10 % of a core",
         },
