@@ -43,7 +43,9 @@ class FloorApp(MatsApp):
         pass
 
 
-app = FloorApp("bench-faust-floor", consumer_auto_offset_reset="latest", **app_settings())
+# a group of its own for each number of messages out, so that each run starts at the end
+app = FloorApp(f"bench-faust-floor-{OUTS}", consumer_auto_offset_reset="latest",
+               **app_settings())
 signals = app.topic(SIGNALS, key_type=bytes, value_type=bytes, key_serializer="raw",
                     value_serializer="raw")
 

@@ -850,6 +850,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                            "at_1000": floor.get("at_1000"), "burst": floor.get("burst")},
         "faust_floor": {"max_msgs_per_s": faust_floor.get("max_msgs_per_s"),
                         "p99_ms_at_1000": faust_floor.get("p99_ms_at_1000"),
+                        "ready_s": faust_floor.get("ready_s"),
                         "at_1000": faust_floor.get("at_1000"),
                         "burst": faust_floor.get("burst"),
                         "three_out": faust_floor.get("three_out")},

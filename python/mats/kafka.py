@@ -1070,9 +1070,10 @@ async def new_day(bootstrap: str, specs: Sequence[TopicSpec],
                 try:
                     await _create_topics(admin, events, deadline, after_delete=True)
                 except Exception as again:
+                    told = f"making the event topics again failed: {again}"
                     if isinstance(e, Exception):
-                        raise KafkaRunError(f"{e}; and making the event topics again failed: "
-                                            f"{again}") from e
+                        raise KafkaRunError(f"{e}; and {told}") from again
+                    e.add_note(told)  # interrupted: the interruption goes on, with this told
                 raise
             await _create_topics(admin, events, deadline, after_delete=True)
             await _wait_listed(admin, [s.name for s in events], deadline)
