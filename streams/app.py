@@ -59,6 +59,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import gc
 import json
 import logging
 import os
@@ -225,10 +226,38 @@ class MatsApp(faust.App):
     async def on_start(self) -> None:
         self.check()
         _quiet_root_logger()
+        _watch_gc()
         with contextlib.suppress(NotImplementedError, RuntimeError):  # no signals here
             asyncio.get_running_loop().add_signal_handler(
                 signal.SIGUSR1, functools.partial(_dump_state, self))
         await super().on_start()
+
+
+GC_PAUSE_WARN_S = 0.05  # a collection that holds the worker this long is logged
+
+
+class _GcWatch:
+    """Times the interpreter's garbage collections; one that takes :data:`GC_PAUSE_WARN_S` or
+    more is logged (``gc: generation 2 held the worker 123 ms``), since every agent of the
+    worker waits for it."""
+
+    def __init__(self, clock: Callable[[], float] = time.perf_counter) -> None:
+        self._clock = clock
+        self._began = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._began = self._clock()
+            return
+        took = self._clock() - self._began
+        if took >= GC_PAUSE_WARN_S:
+            log.warning("gc: generation %d held the worker %.0f ms (%d collected)",
+                        info.get("generation", -1), took * 1000, info.get("collected", 0))
+
+
+def _watch_gc() -> None:
+    if not any(isinstance(cb, _GcWatch) for cb in gc.callbacks):
+        gc.callbacks.append(_GcWatch())
 
 
 def _quiet_root_logger() -> None:

@@ -494,6 +494,27 @@ def test_a_watch_that_fails_is_logged_and_runs_again(
     assert "broken failed; it runs again" in caplog.text and "the broker went away" in caplog.text
 
 
+def test_a_long_garbage_collection_is_logged_and_a_short_one_is_not(
+        streams_app: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """Every agent of a worker waits while the interpreter collects garbage: a collection that
+    holds it 50 ms or more is told in the log, with its generation."""
+    sa = streams_app
+    now = [100.0]
+    watch = sa._GcWatch(clock=lambda: now[0])
+    watch("start", {"generation": 0})
+    now[0] += 0.002
+    watch("stop", {"generation": 0, "collected": 5})
+    assert "gc:" not in caplog.text
+    watch("start", {"generation": 2})
+    now[0] += 0.123
+    watch("stop", {"generation": 2, "collected": 40})
+    assert "gc: generation 2 held the worker 123 ms (40 collected)" in caplog.text
+    sa._watch_gc()
+    sa._watch_gc()  # once per process, however often a worker starts
+    import gc
+    assert sum(isinstance(cb, sa._GcWatch) for cb in gc.callbacks) == 1
+
+
 def test_a_fetch_while_every_partition_is_paused_takes_nothing(
         streams_app: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """aiokafka reads an empty set of partitions as "every partition": a fetch made while a
