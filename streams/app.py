@@ -226,6 +226,7 @@ class MatsApp(faust.App):
     async def on_start(self) -> None:
         self.check()
         _quiet_root_logger()
+        _freeze_start()
         _watch_gc()
         with contextlib.suppress(NotImplementedError, RuntimeError):  # no signals here
             asyncio.get_running_loop().add_signal_handler(
@@ -253,6 +254,15 @@ class _GcWatch:
         if took >= GC_PAUSE_WARN_S:
             log.warning("gc: generation %d held the worker %.0f ms (%d collected)",
                         info.get("generation", -1), took * 1000, info.get("collected", 0))
+
+
+def _freeze_start() -> None:
+    """Moves what the worker holds once started (modules, classes, the book) out of the
+    collector's sight (:func:`gc.freeze`): they live as long as the process, and a full
+    collection that scanned them every time held the worker about 100 ms."""
+    gc.collect()
+    gc.freeze()
+    log.info("gc: %d objects of the worker's start frozen", gc.get_freeze_count())
 
 
 def _watch_gc() -> None:

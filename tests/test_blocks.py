@@ -515,6 +515,21 @@ def test_a_long_garbage_collection_is_logged_and_a_short_one_is_not(
     assert sum(isinstance(cb, sa._GcWatch) for cb in gc.callbacks) == 1
 
 
+def test_what_a_worker_holds_at_start_is_frozen_out_of_full_collections(
+        streams_app: Any) -> None:
+    import gc
+
+    try:
+        gc.unfreeze()
+        kept = object.__new__(type("Kept", (), {}))  # a tracked object held since the start
+        sa = streams_app
+        sa._freeze_start()
+        assert gc.get_freeze_count() > 0
+        assert not any(o is kept for o in gc.get_objects())  # no collection scans it now
+    finally:
+        gc.unfreeze()
+
+
 def test_a_fetch_while_every_partition_is_paused_takes_nothing(
         streams_app: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """aiokafka reads an empty set of partitions as "every partition": a fetch made while a
