@@ -11,13 +11,14 @@ would read it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import re
 import shutil
 import subprocess
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -443,6 +444,24 @@ def book_with_other_money(book_dir: Path, folder: Path) -> Path:
     return folder
 
 
+@contextlib.contextmanager
+def first_day(broker: kafka.KafkaSettings, book: Path, tmp_path: Path,
+              blocks: list[BlockOrder]) -> Iterator[subprocess.Popen[bytes]]:
+    """A worker on ``book`` (its folder ``tmp_path/a``, its log ``tmp_path/first.log``) that
+    has journaled the first three of ``blocks``; stopped, exit status 0, when the block ends."""
+    bootstrap = broker.bootstrap_servers
+    log = tmp_path / "first.log"
+    (tmp_path / "a").mkdir()
+    worker = start_worker(broker, tmp_path / "a", book, log, WORKER_ENV)
+    try:
+        asyncio.run(produce(bootstrap, "mats.signals", signals(blocks[:3])))
+        wait_for("the first blocks", lambda: journal_size(Topics(bootstrap)) >= 3, [worker],
+                 [log])
+        yield worker
+    finally:
+        assert stop_worker(worker) == 0, log.read_text()[-3000:]
+
+
 def test_a_worker_on_another_book_than_the_journal_stops_and_takes_nothing(
         own_broker: kafka.KafkaSettings, book_dir: Path, tmp_path: Path) -> None:
     """A journal begun from one start-of-day book, and a worker started on another: it stops
@@ -450,18 +469,13 @@ def test_a_worker_on_another_book_than_the_journal_stops_and_takes_nothing(
     bootstrap = own_broker.bootstrap_servers
     topics = Topics(bootstrap)
     blocks = orders(6)
-    first, second = tmp_path / "first.log", tmp_path / "second.log"
-    (tmp_path / "a").mkdir()
-    (tmp_path / "b").mkdir()
-    worker = start_worker(own_broker, tmp_path / "a", book_dir, first, WORKER_ENV)
-    try:
-        asyncio.run(produce(bootstrap, "mats.signals", signals(blocks[:3])))
-        wait_for("the first blocks", lambda: journal_size(topics) >= 3, [worker], [first])
-    finally:
-        assert stop_worker(worker) == 0, first.read_text()[-3000:]
+    second = tmp_path / "second.log"
+    with first_day(own_broker, book_dir, tmp_path, blocks):
+        pass
     # the next start is on a book with other money: the journal's decisions do not hold on it
     other = book_with_other_money(book_dir, tmp_path / "other-book")
     asyncio.run(produce(bootstrap, "mats.signals", signals(blocks[3:])))
+    (tmp_path / "b").mkdir()
     worker = start_worker(own_broker, tmp_path / "b", other, second, WORKER_ENV)
     try:
         worker.wait(timeout=WAIT_S)
@@ -485,20 +499,13 @@ def test_a_new_day_empties_the_day_and_the_next_worker_begins_a_journal_on_its_b
     topics = Topics(bootstrap)
     blocks = orders(6)
     new_day = ["kafka", "new-day", "--bootstrap", bootstrap, "--timeout", "60"]
-    first, second = tmp_path / "first.log", tmp_path / "second.log"
-    (tmp_path / "a").mkdir()
-    (tmp_path / "b").mkdir()
-    worker = start_worker(own_broker, tmp_path / "a", book_dir, first, WORKER_ENV)
-    try:
-        asyncio.run(produce(bootstrap, "mats.signals", signals(blocks[:3])))
-        wait_for("the first blocks", lambda: journal_size(topics) >= 3, [worker], [first])
+    second = tmp_path / "second.log"
+    with first_day(own_broker, book_dir, tmp_path, blocks):
         capsys.readouterr()
         assert mats_cli(new_day) == 1
         err = capsys.readouterr().err
         assert "the day is in use" in err and "mats (1 running)" in err, err
         assert journal_size(topics) == 3  # nothing changed
-    finally:
-        assert stop_worker(worker) == 0, first.read_text()[-3000:]
     # a signal that came after the worker stopped: nobody read it
     asyncio.run(produce(bootstrap, "mats.signals", signals(blocks[3:4])))
     assert mats_cli(new_day) == 1
@@ -518,6 +525,7 @@ def test_a_new_day_empties_the_day_and_the_next_worker_begins_a_journal_on_its_b
     assert all(states[s.name].partitions == s.partitions for s in kafka.TOPICS), states
     # the next day's book has other money: on the old journal its worker would stop (exit 78)
     other = book_with_other_money(book_dir, tmp_path / "next-book")
+    (tmp_path / "b").mkdir()
     worker = start_worker(own_broker, tmp_path / "b", other, second, WORKER_ENV)
     try:
         asyncio.run(produce(bootstrap, "mats.signals", signals(blocks[4:])))
