@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 
 from mats.batch import BatchInputError
-from mats.batch.eod import EodConfig, EodResult, run_eod
+from mats.batch.eod import EodConfig, EodResult, next_business_day, run_eod
 from mats.batch.fixtures import write_eod_inputs
 from mats.config import load_book
 from mats.models import Book, FillPolicy
@@ -35,6 +35,16 @@ def run(book: Book, tmp_path_factory: pytest.TempPathFactory) -> tuple[EodResult
     inputs = write_eod_inputs(book, DAY, tmp / "in")
     result = run_eod(book, inputs, EodConfig(trade_date=DAY), tmp / "out")
     return result, tmp / "in", tmp / "out"
+
+
+@pytest.mark.parametrize(("day", "next_day"), [
+    (date(2026, 12, 4), date(2026, 12, 7)),  # Friday -> Monday
+    (date(2026, 12, 5), date(2026, 12, 7)),  # a day run on a Saturday tops up on the Monday
+    (date(2026, 12, 6), date(2026, 12, 7)),  # ... and on a Sunday
+    (date(2026, 12, 7), date(2026, 12, 8)),  # Monday -> Tuesday
+])
+def test_top_ups_go_to_the_next_business_day(day: date, next_day: date) -> None:
+    assert next_business_day(day) == next_day
 
 
 def test_outputs_written(run: tuple[EodResult, Path, Path]) -> None:

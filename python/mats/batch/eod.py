@@ -202,8 +202,11 @@ def _check_inputs(q: Quality, book: Book, f: dict[str, pl.DataFrame], files: dic
     return problems
 
 
-def _next_business_day(d: date) -> date:
-    out: date = pl.select(pl.lit(d).dt.add_business_days(1)).item()
+def next_business_day(d: date) -> date:
+    """The first business day (Monday to Friday) after ``d``, which may itself be a weekend
+    day: a day run on a Saturday or a Sunday tops up on the Monday."""
+    # rolled back to a business day first: polars refuses to count from a weekend day
+    out: date = pl.select(pl.lit(d).dt.add_business_days(1, roll="backward")).item()
     return out
 
 
@@ -224,7 +227,7 @@ def compute_eod(book: Book, f: dict[str, pl.DataFrame], config: EodConfig,
                               config.price_tolerance)
     out["reallocation"], out["topups"] = reallocate(
         f["lots"], f["fills"], f["blocks"], accounts_frame(book), instruments,
-        config.next_date or _next_business_day(config.trade_date))
+        config.next_date or next_business_day(config.trade_date))
     out["tca_lots"], out["tca"] = tca(f["blocks"], f["lots"], f["executions"], f["fills"],
                                       config.time_zone, config.bucket_minutes)
     sw = sector_weights(f["holdings"], f["market"], instruments, f["benchmark"])
