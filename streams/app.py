@@ -65,7 +65,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Generator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -75,6 +75,7 @@ import faust
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TransportT
+from mode.services import WaitResults
 
 from mats import kafka
 from mats.blocks import PriceTick, brokers_of, validate_tick
@@ -193,9 +194,67 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
                                             max_records=max_records)
 
 
+class _Resumed:
+    """Awaits the rest of a coroutine that already ran up to its first suspension.
+
+    What the coroutine yielded goes to the task awaiting this, and what that task sends or
+    throws back goes on to the coroutine: the same as if the task had started it.
+    """
+
+    __slots__ = ("_coro", "_yielded")
+
+    def __init__(self, coro: Coroutine[Any, Any, Any], yielded: Any) -> None:
+        self._coro = coro
+        self._yielded = yielded
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        coro, value = self._coro, self._yielded
+        while True:
+            try:
+                sent = yield value
+            except GeneratorExit:
+                coro.close()
+                raise
+            except BaseException as e:  # a cancellation, or an error thrown in: passed on
+                try:
+                    value = coro.throw(e)
+                except StopIteration as stop:
+                    return stop.value
+            else:
+                try:
+                    value = coro.send(sent)
+                except StopIteration as stop:
+                    return stop.value
+
+
+async def _rest_of(coro: Coroutine[Any, Any, Any], yielded: Any) -> Any:
+    return await _Resumed(coro, yielded)
+
+
 class _Consumer(faust_aiokafka.Consumer):
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    async def wait_first(self, *coros: Any, timeout: Any = None) -> Any:
+        # Faust hands every message it reads to the streams as
+        # ``wait_first(callback(message), suspend_flow.wait())``: four tasks made and three
+        # cancelled per message, though the callback almost always finishes at once (it only
+        # waits when a stream's buffer is full or the flow is suspended). The callback runs
+        # here first; only if it has to wait does the race with the rest begin, on its rest.
+        first = coros[0] if coros else None
+        if (not asyncio.iscoroutine(first) or self._stopped.is_set()
+                or self._crashed.is_set()):
+            return await super().wait_first(*coros, timeout=timeout)
+        try:
+            yielded = first.send(None)
+        except BaseException as e:
+            for other in coros[1:]:
+                if asyncio.iscoroutine(other):
+                    other.close()  # never started: nothing to wait for
+            if isinstance(e, StopIteration):
+                return WaitResults([first], [e.value], False)
+            raise
+        return await super().wait_first(_rest_of(first, yielded), *coros[1:], timeout=timeout)
 
 
 class _Transport(faust_aiokafka.Transport):

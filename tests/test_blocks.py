@@ -738,3 +738,59 @@ def test_worker_on_real_kafka_publishes_instructions_orders_and_alerts(
         assert store.count() == sum(map(len, want_journeys.values())) + 1
     text = log.read_text()
     assert "Traceback" not in text and "Crashed" not in text, text[-3000:]
+
+
+def test_a_message_handed_over_at_once_makes_no_tasks_and_one_that_waits_still_races(
+        streams_app: Any) -> None:
+    """The consumer hands each message to the streams as ``wait_first(callback(message),
+    suspend_flow.wait())``. A callback that finishes at once is run in place (its result
+    returned, the other waits never started); one that has to wait still races the others,
+    and loses its rest when a suspension comes first."""
+    consumer = streams_app.app.consumer
+    assert isinstance(consumer, streams_app._Consumer)
+
+    async def at_once(value: int) -> int:
+        return value
+
+    async def later(gate: asyncio.Event, log: list[str]) -> str:
+        log.append("began")
+        try:
+            await gate.wait()
+        except asyncio.CancelledError:
+            log.append("cancelled")
+            raise
+        log.append("finished")
+        return "done"
+
+    async def scenario() -> None:
+        tasks_before = len(asyncio.all_tasks())
+        never = asyncio.Event()
+        suspended = never.wait()
+        got = await consumer.wait_first(at_once(7), suspended)
+        assert (got.done, got.results, got.stopped) == ([got.done[0]], [7], False)
+        assert len(asyncio.all_tasks()) == tasks_before
+        assert suspended.cr_frame is None  # closed, never started (no warning later)
+
+        # the callback waits, then finishes first: its result, as before
+        gate, log = asyncio.Event(), []
+        asyncio.get_running_loop().call_later(0.01, gate.set)
+        got = await consumer.wait_first(later(gate, log), asyncio.Event().wait())
+        assert got.results == ["done"] and log == ["began", "finished"]
+
+        # the callback waits and the flow is suspended first: the rest of it is cancelled
+        gate, log, suspend = asyncio.Event(), [], asyncio.Event()
+        asyncio.get_running_loop().call_later(0.01, suspend.set)
+        got = await consumer.wait_first(later(gate, log), suspend.wait())
+        assert got.results == [True] and not got.stopped
+        await asyncio.sleep(0)
+        assert log == ["began", "cancelled"]
+
+        # an error in a callback that finishes at once is raised, as before
+        async def broken() -> None:
+            raise ValueError("bad message")
+
+        with pytest.raises(ValueError, match="bad message"):
+            await consumer.wait_first(broken(), asyncio.Event().wait())
+
+    # on the consumer's own loop, where the waits it races run
+    consumer.loop.run_until_complete(asyncio.wait_for(scenario(), 10))
