@@ -21,6 +21,7 @@ from unittest.mock import AsyncMock, MagicMock
 import pytest
 import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from mode.utils.locks import Event as ModeEvent
 
 from conftest import SAMPLE_DIR
 from mats import Engine, kafka
@@ -298,10 +299,9 @@ def streams_app(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Any
     sa.reset_desk()
     sa.app.finalize()
     sa.app.flow_control.resume()
-    for topic in (sa.dlq_topic, sa.allocations_topic, sa.alerts_topic, sa.account_fills_topic,
-                  sa.exposure_topic, sa.account_state_topic, sa.gateway_topic("prime-a"),
-                  sa.gateway_topic("retail-b")):
-        monkeypatch.setattr(topic, "send", AsyncMock())
+    # dead letters go through their Faust topic, what the desk publishes through the producer
+    monkeypatch.setattr(sa.dlq_topic, "send", AsyncMock())
+    monkeypatch.setattr(sa.app.producer, "send", AsyncMock())
     # no broker here: every partition starts at offset 0, as a channel's messages do
     monkeypatch.setattr(sa, "_log_start", AsyncMock(return_value=0))
     for table in (sa.journal, sa.marks):
@@ -331,8 +331,16 @@ def _write_book(book: Book, folder: Path) -> None:
         json.dumps([a.model_dump(mode="json") for a in book.accounts]))
 
 
-def _sends(topic: Any) -> list[tuple[str, dict[str, Any]]]:
-    return [(c.kwargs["key"], json.loads(c.kwargs["value"])) for c in topic.send.await_args_list]
+def _letters(sa: Any) -> list[tuple[str, dict[str, Any]]]:
+    return [(c.kwargs["key"], json.loads(c.kwargs["value"]))
+            for c in sa.dlq_topic.send.await_args_list]
+
+
+def _sends(sa: Any, topic: str) -> list[tuple[str, dict[str, Any]]]:
+    """What the desk handed the producer for ``topic``: (key, message), in order."""
+    calls = [c.args for c in sa.app.producer.send.await_args_list]
+    assert all(len(args) == 6 and args[3:] == (None, None, None) for args in calls)
+    return [(key.decode(), json.loads(value)) for name, key, value, *_ in calls if name == topic]
 
 
 def test_agents_apply_prices_then_publish_each_block(streams_app: Any) -> None:
@@ -363,11 +371,11 @@ def test_agents_apply_prices_then_publish_each_block(streams_app: Any) -> None:
     assert isinstance(md_results[0], PriceTick) and md_results[0].price == 104.0
     assert isinstance(md_results[1], DeadLetter)
     assert (md_results[1].stage, md_results[1].code) == ("marketdata", "INVALID_FIELD")
-    (letter,) = _sends(sa.dlq_topic)
+    (letter,) = _letters(sa)
     assert letter[0] == md_results[1].source.topic
 
     accepted, refused = results
-    instructions = _sends(sa.allocations_topic)
+    instructions = _sends(sa, "mats.allocations")
     assert [(k, v["status"], v["live_price"]) for k, v in instructions] == [
         (blocks[0].order_id, "accepted", 104.0), (blocks[1].order_id, "rejected", 104.0)]
     assert instructions[0][1]["placed_quantity"] == 4_000
@@ -377,11 +385,11 @@ def test_agents_apply_prices_then_publish_each_block(streams_app: Any) -> None:
     assert accepted.out[0].topic == "mats.allocations"
     assert sa.journal.send_changelog.call_count == 2
     assert sa.marks.send_changelog.call_count == 1  # the tick kept; the older one ignored
-    prime = _sends(sa.gateway_topic("prime-a"))
-    retail = _sends(sa.gateway_topic("retail-b"))
+    prime = _sends(sa, "mats.orders.prime-a")
+    retail = _sends(sa, "mats.orders.retail-b")
     assert [(k, v["quantity"]) for k, v in prime] == [(blocks[0].order_id, 1_974)]
     assert [(k, v["quantity"]) for k, v in retail] == [(blocks[0].order_id, 2_026)]
-    alerts = _sends(sa.alerts_topic)
+    alerts = _sends(sa, "mats.alerts")
     assert [(k, v["severity"], v["scope"]) for k, v in alerts] == [
         ("A", "warning", "lot"), (blocks[1].order_id, "critical", "block")]
     assert all(v["journey_id"] == o.journey_id
@@ -410,7 +418,7 @@ def test_a_block_the_core_refuses_to_process_is_dead_lettered(
     assert (letter.stage, letter.code, letter.journey_id) == ("blocks", "BLOCK_FAILED",
                                                               order().journey_id)
     assert "core failure" in letter.message
-    assert sa.allocations_topic.send.await_count == 0
+    assert sa.app.producer.send.await_count == 0
 
 
 def test_a_broker_without_a_gateway_stops_the_worker(streams_app: Any,
@@ -741,7 +749,7 @@ def test_worker_on_real_kafka_publishes_instructions_orders_and_alerts(
 
 
 def test_a_message_handed_over_at_once_makes_no_tasks_and_one_that_waits_still_races(
-        streams_app: Any) -> None:
+        streams_app: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """The consumer hands each message to the streams as ``wait_first(callback(message),
     suspend_flow.wait())``. A callback that finishes at once is run in place (its result
     returned, the other waits never started); one that has to wait still races the others,
@@ -763,6 +771,9 @@ def test_a_message_handed_over_at_once_makes_no_tasks_and_one_that_waits_still_r
         return "done"
 
     async def scenario() -> None:
+        # the consumer's own stop and crash events, new on this loop
+        monkeypatch.setattr(consumer, "_stopped", ModeEvent())
+        monkeypatch.setattr(consumer, "_crashed", ModeEvent())
         tasks_before = len(asyncio.all_tasks())
         never = asyncio.Event()
         suspended = never.wait()
@@ -793,4 +804,9 @@ def test_a_message_handed_over_at_once_makes_no_tasks_and_one_that_waits_still_r
             await consumer.wait_first(broken(), asyncio.Event().wait())
 
     # on the consumer's own loop, where the waits it races run
-    consumer.loop.run_until_complete(asyncio.wait_for(scenario(), 10))
+    loop = asyncio.new_event_loop()
+    monkeypatch.setattr(consumer, "_loop", loop)
+    try:
+        loop.run_until_complete(asyncio.wait_for(scenario(), 10))
+    finally:
+        loop.close()
