@@ -40,6 +40,7 @@ from pydantic import AwareDatetime, ValidationError
 
 from mats import kafka
 from mats.config import pydantic_problem, render_loc
+from mats.ids import text_uuid5
 from mats.intake import (
     INVALID_FIELD,
     MISSING_FIELD,
@@ -85,7 +86,7 @@ def event_id(order_id: str, kind: str, part: str = "") -> str:
     ``part`` tells apart events of one kind for one block (the broker of a child order, the
     account of a lot alert).
     """
-    return str(uuid.uuid5(_EVENT_NAMESPACE, json.dumps([order_id, kind, part])))
+    return text_uuid5(_EVENT_NAMESPACE, order_id, kind, part)
 
 
 class Severity(StrEnum):

@@ -50,6 +50,7 @@ from mats.exposure import (
     account_exposure,
     firm_exposure,
 )
+from mats.ids import text_uuid5
 from mats.models import BlockOrder, Book, Frozen
 
 __all__ = [
@@ -76,7 +77,7 @@ _NAMESPACE = uuid.UUID("c7e2a9b4-1d3f-4a6b-9c8e-7f5d3b1a2e40")
 
 
 def _event_id(*parts: object) -> str:
-    return str(uuid.uuid5(_NAMESPACE, json.dumps([str(p) for p in parts])))
+    return text_uuid5(_NAMESPACE, *(str(p) for p in parts))
 
 
 # ------------------------------------------------------------------------------ messages

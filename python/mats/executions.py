@@ -23,13 +23,13 @@ Nothing here knows about Faust, Kafka clients or FIX.
 
 from __future__ import annotations
 
-import json
 import uuid
 from enum import StrEnum
 from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, Field, model_validator
 
+from mats.ids import text_uuid5
 from mats.models import Frozen, Identifier, Price
 
 __all__ = [
@@ -53,12 +53,12 @@ Quantity = Annotated[int, Field(ge=0, le=10**12)]
 
 def report_event_id(gateway: str, exec_id: str) -> str:
     """The event id of an execution report: the same for the same gateway and exec id."""
-    return str(uuid.uuid5(_NAMESPACE, json.dumps(["exec", gateway, exec_id])))
+    return text_uuid5(_NAMESPACE, "exec", gateway, exec_id)
 
 
 def request_event_id(child_order_id: str, kind: str, request_id: str) -> str:
     """The event id of a cancel or replace request of a child order."""
-    return str(uuid.uuid5(_NAMESPACE, json.dumps([kind, child_order_id, request_id])))
+    return text_uuid5(_NAMESPACE, kind, child_order_id, request_id)
 
 
 class ExecType(StrEnum):
