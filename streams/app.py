@@ -497,6 +497,18 @@ account_state_topic = _topic("mats.account-state", key_type=str, value_type=byte
 # ------------------------------------------------------------------------------ agents
 
 
+async def _send(topic: str, key: str, value: bytes) -> None:
+    """One message the worker publishes, handed to the app's producer as it is.
+
+    Not through Faust's ``Topic.send``, which makes a future, a pending message and sensor
+    calls for every message: what the worker publishes is bytes already, partitioned by key as
+    ``Topic.send`` would. Nothing is lost by it: Faust flushes the producer before it commits
+    the offsets of the inputs, so an input is read again after a crash until everything it
+    published was acknowledged.
+    """
+    await app.producer.send(topic, key.encode(), value, None, None, None)
+
+
 @app.agent(signals_topic)
 async def intake(stream: faust.StreamT[bytes]) -> AsyncIterator[BlockOrder | DeadLetter]:
     """Signals in; block orders to ``mats.blocks``, rejected signals to ``mats.dlq``.
@@ -515,7 +527,9 @@ async def intake(stream: faust.StreamT[bytes]) -> AsyncIterator[BlockOrder | Dea
             await dlq_topic.send(key=message.topic, value=letter.model_dump_json().encode())
             yield letter
         else:
-            await blocks_topic.send(key=order.strategy, value=BlockRecord.from_order(order))
+            # the order's JSON is the BlockRecord's wire form (the record mirrors the model)
+            await _send(blocks_topic.get_topic_name(), order.strategy,
+                        order.model_dump_json().encode())
             yield order
 
 
@@ -712,18 +726,6 @@ async def _take_in_order_locked(inp: _Input, take: Callable[[_Input], Awaitable[
             results.append(await take(m))
     results.append(await take(inp))
     return results
-
-
-async def _send(topic: str, key: str, value: bytes) -> None:
-    """One message of the desk's, handed to the app's producer as it is.
-
-    Not through Faust's ``Topic.send``, which makes a future, a pending message and sensor
-    calls for every message: the desk's output is bytes already, partitioned by key as
-    ``Topic.send`` would. Nothing is lost by it: Faust flushes the producer before it commits
-    the offsets of the inputs, so an input is read again after a crash until everything it
-    published was acknowledged.
-    """
-    await app.producer.send(topic, key.encode(), value, None, None, None)
 
 
 async def _publish(out: Sequence[OutMessage]) -> None:

@@ -216,7 +216,7 @@ def streams_app(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     sa.known_ids.cache_clear()
     sa.app.finalize()
     sa.app.flow_control.resume()
-    monkeypatch.setattr(sa.blocks_topic, "send", AsyncMock())
+    monkeypatch.setattr(sa.app.producer, "send", AsyncMock())
     monkeypatch.setattr(sa.dlq_topic, "send", AsyncMock())
     yield sa
     sa.known_ids.cache_clear()
@@ -292,9 +292,10 @@ def test_agent_sends_orders_to_blocks_and_bad_signals_to_the_dlq(streams_app: An
     bad_offsets = [*range(1, 11), *range(10 + len(good), len(messages))]
     results = asyncio.run(_through_agent(sa, messages))
 
-    blocks = sa.blocks_topic.send.await_args_list
-    assert [c.kwargs["key"] for c in blocks] == [o.strategy for o in good]
-    assert [c.kwargs["value"].to_order() for c in blocks] == good
+    blocks = [c.args for c in sa.app.producer.send.await_args_list]
+    assert {args[0] for args in blocks} == {"mats.blocks"}
+    assert [args[1] for args in blocks] == [o.strategy.encode() for o in good]
+    assert [sa.BlockRecord.loads(args[2]).to_order() for args in blocks] == good
     assert [r for r in results if isinstance(r, BlockOrder)] == good
 
     letters = [DeadLetter.model_validate_json(c.kwargs["value"])
