@@ -227,10 +227,6 @@ class _Resumed:
                     return stop.value
 
 
-async def _rest_of(coro: Coroutine[Any, Any, Any], yielded: Any) -> Any:
-    return await _Resumed(coro, yielded)
-
-
 class _Consumer(faust_aiokafka.Consumer):
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
@@ -254,7 +250,7 @@ class _Consumer(faust_aiokafka.Consumer):
             if isinstance(e, StopIteration):
                 return WaitResults([first], [e.value], False)
             raise
-        return await super().wait_first(_rest_of(first, yielded), *coros[1:], timeout=timeout)
+        return await super().wait_first(_Resumed(first, yielded), *coros[1:], timeout=timeout)
 
 
 class _Transport(faust_aiokafka.Transport):
