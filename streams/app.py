@@ -517,11 +517,7 @@ async def intake(stream: faust.StreamT[bytes]) -> AsyncIterator[BlockOrder | Dea
         try:
             order = validate_signal(event.value, known)
         except SignalError as e:
-            letter = dead_letter(event.value, e, topic=message.topic,
-                                 partition=message.partition, offset=message.offset,
-                                 key=message.key, timestamp=message.timestamp)
-            await dlq_topic.send(key=message.topic, value=letter.model_dump_json().encode())
-            yield letter
+            yield await _dead_letter(message, e, event.value, stage="intake")
         else:
             # the order's JSON is the BlockRecord's wire form (the record mirrors the model)
             await _send(blocks_topic.get_topic_name(), order.strategy,
