@@ -13,6 +13,15 @@ Shape of the data: blocks of 100 accounts (of 1,000), each lot filled in 10 exec
 fills are 10,000 blocks, 1M lots and 100,000 executions; five gateways, three strategies, seven
 allocators, buckets of 30 minutes in New York time.
 
+The order of the fills' rows matters to both (the sums per lot land in a table of a million lots,
+so rows of one lot together keep it in cache), so each size runs in two orders (``fill_order``):
+
+* ``lot``: sorted by block, account and execution, the order in which
+  :func:`mats.batch.events.store_frames` writes the fills file of the day. The goals are read
+  from this row at 10M fills.
+* ``execution``: the order the fills happened in, each execution's accounts together and the
+  executions of all blocks interleaved in time: a fills file from elsewhere, not sorted.
+
 Run it with::
 
     .venv/bin/python bench/eod_bench.py                    # 1M and 10M, writes the JSON
@@ -55,8 +64,13 @@ TZ = "America/New_York"
 BUCKET_MINUTES = 30
 
 
-def make_data(n_fills: int, n_accounts: int, seed: int = 20250613) -> dict[str, pl.DataFrame]:
-    """Blocks, lots, executions and fills (the tables of mats.batch.eod_tables)."""
+FILL_ORDERS = ("lot", "execution")
+
+
+def make_data(n_fills: int, n_accounts: int, seed: int = 20250613,
+              fill_order: str = "lot") -> dict[str, pl.DataFrame]:
+    """Blocks, lots, executions and fills (the tables of mats.batch.eod_tables), the fills in
+    ``fill_order`` (see the module)."""
     rng = np.random.default_rng(seed)
     per_block = ACCOUNTS_PER_BLOCK * EXECS_PER_BLOCK
     n_blocks = max(1, n_fills // per_block)
@@ -109,6 +123,9 @@ def make_data(n_fills: int, n_accounts: int, seed: int = 20250613) -> dict[str, 
         "account_id": account_ids.gather(lot_acct),
         "gateway": gateway_of[lot_acct], "allocated": allocated})
     exec_ids = ids("E", np.arange(n_blocks * EXECS_PER_BLOCK), 8)
+    # each execution within 30 minutes of its block's arrival
+    exec_time = arrival_time[exec_block] + rng.uniform(
+        0, 30 * 60e6, n_blocks * EXECS_PER_BLOCK).astype("timedelta64[us]")
     executions = pl.DataFrame({
         "exec_id": exec_ids, "order_id": blocks["order_id"].gather(exec_block),
         "quantity": exec_qty.astype(np.int64), "price": exec_price,
@@ -116,6 +133,13 @@ def make_data(n_fills: int, n_accounts: int, seed: int = 20250613) -> dict[str, 
     fills = pl.DataFrame({
         "exec_id": exec_ids.gather(f_exec), "order_id": lots["order_id"].gather(f_lot),
         "account_id": lots["account_id"].gather(f_lot), "quantity": f_qty})
+    if fill_order == "lot":
+        fills = fills.sort("order_id", "account_id", "exec_id")
+    elif fill_order == "execution":
+        fills = (fills.with_columns(pl.Series("_t", exec_time[f_exec]))
+                 .sort("_t", "exec_id", "account_id").drop("_t"))
+    else:
+        raise ValueError(f"unknown fill order {fill_order!r}: one of {', '.join(FILL_ORDERS)}")
     return {"blocks": blocks, "lots": lots, "executions": executions, "fills": fills}
 
 
@@ -209,33 +233,37 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fills", type=int, nargs="+", default=[1_000_000, 10_000_000])
     ap.add_argument("--accounts", type=int, default=1_000)
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--orders", nargs="+", choices=FILL_ORDERS, default=list(FILL_ORDERS),
+                    help="orders of the fills' rows to run (default: both)")
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args(argv)
     results = []
-    for n in args.fills:
-        data = make_data(n, args.accounts)
+    for n, order in ((n, o) for n in args.fills for o in args.orders):
+        data = make_data(n, args.accounts, fill_order=order)
         pdata = {k: v.to_pandas() for k, v in data.items()}
         times, outs = alternate({"polars": lambda d=data: run_polars(d),
                                  "pandas": lambda d=pdata: run_pandas(d)}, args.rounds)
         check_equal(outs["polars"], outs["pandas"])
         polars_s, pandas_s = min(times["polars"]), min(times["pandas"])
         ratios = sorted(q / p for p, q in zip(times["polars"], times["pandas"], strict=True))
-        row = {"fills": data["fills"].height, "accounts": args.accounts,
+        row = {"fills": data["fills"].height, "accounts": args.accounts, "fill_order": order,
                "lots": data["lots"].height, "executions": data["executions"].height,
                "polars_s": round(polars_s, 3), "pandas_s": round(pandas_s, 3),
                "speedup": round(pandas_s / polars_s, 2),
                "median_round_speedup": round(ratios[len(ratios) // 2], 2),
                "rounds": times}
         results.append(row)
-        print(f"{row['fills']:>11,} fills {args.accounts:,} accounts: polars {polars_s:7.2f} s"
+        print(f"{row['fills']:>11,} fills {args.accounts:,} accounts, {order:>9} order: "
+              f"polars {polars_s:7.2f} s"
               f"  pandas {pandas_s:7.2f} s  speedup {row['speedup']:.1f}x (median round "
               f"{row['median_round_speedup']:.1f}x)  results equal",
               flush=True)
         del data, pdata, outs
-    top = max(results, key=lambda r: r["fills"])
-    print(f"goals: {top['fills']:,} fills in {top['polars_s']:.1f} s (< 60 s: "
-          f"{'met' if top['polars_s'] < 60 else 'missed'}), speedup {top['speedup']:.1f}x "
-          f"(>= 5x: {'met' if top['speedup'] >= 5 else 'missed'})")
+    # the goals: the largest run in the order the store writes the fills (else the largest)
+    top = max(results, key=lambda r: (r["fills"], r["fill_order"] == "lot"))
+    print(f"goals ({top['fill_order']} order): {top['fills']:,} fills in "
+          f"{top['polars_s']:.1f} s (< 60 s: {'met' if top['polars_s'] < 60 else 'missed'}), "
+          f"speedup {top['speedup']:.1f}x (>= 5x: {'met' if top['speedup'] >= 5 else 'missed'})")
     if not args.no_write:
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         RESULTS.write_text(json.dumps({

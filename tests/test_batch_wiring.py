@@ -248,6 +248,9 @@ def test_the_days_events_become_the_eod_inputs(day_store: str) -> None:
     over = got.join(lots, on=["order_id", "account_id"]).filter(
         pl.col("quantity") > pl.col("allocated"))
     assert over.height == 0 and set(lots["order_id"]) == set(blocks["order_id"])
+    # the fills come lot by lot (the order the end-of-day sums per lot read fastest)
+    assert fills.height > 1 and fills.equals(fills.sort("order_id", "account_id", "exec_id"))
+    assert not fills.equals(fills.sort("exec_id", "account_id"))  # not as they happened
     # arrival is the broker's first report, after the decision
     assert (blocks["arrival_time"] >= blocks["decision_time"]).all()
     ufy = blocks.filter(pl.col("symbol") == "UFY")

@@ -160,7 +160,8 @@ def store_frames(events: Iterable[Event], closes: dict[str, float], *,
                   "allocated": lot.quantity} for lot in placed]
     return {"blocks": _frame(blocks, BLOCKS), "lots": _frame(lots, LOTS),
             "executions": _frame(executions, EXECUTIONS),
-            "fills": _frame([f for f in fills.values() if f["quantity"] > 0], FILLS)}
+            "fills": _frame([f for f in fills.values() if f["quantity"] > 0], FILLS)
+            .sort("order_id", "account_id", "exec_id")}
 
 
 def statement_from_executions(executions: pl.DataFrame) -> pl.DataFrame:
