@@ -126,15 +126,20 @@ def make_data(n_fills: int, n_accounts: int, seed: int = 20250613,
     # each execution within 30 minutes of its block's arrival
     exec_time = arrival_time[exec_block] + rng.uniform(
         0, 30 * 60e6, n_blocks * EXECS_PER_BLOCK).astype("timedelta64[us]")
+    # each execution from one gateway; its fills carry that gateway (execution ids are the
+    # gateway's: the fills match their execution on both)
+    exec_gateway = np.array(GATEWAYS)[rng.integers(0, len(GATEWAYS), n_blocks * EXECS_PER_BLOCK)]
     executions = pl.DataFrame({
+        "gateway": exec_gateway,
         "exec_id": exec_ids, "order_id": blocks["order_id"].gather(exec_block),
         "quantity": exec_qty.astype(np.int64), "price": exec_price,
         "fee": np.round(exec_qty * 0.0035, 2)})
     fills = pl.DataFrame({
+        "gateway": exec_gateway[f_exec],
         "exec_id": exec_ids.gather(f_exec), "order_id": lots["order_id"].gather(f_lot),
         "account_id": lots["account_id"].gather(f_lot), "quantity": f_qty})
     if fill_order == "lot":
-        fills = fills.sort("order_id", "account_id", "exec_id")
+        fills = fills.sort("order_id", "account_id", "gateway", "exec_id")
     elif fill_order == "execution":
         fills = (fills.with_columns(pl.Series("_t", exec_time[f_exec]))
                  .sort("_t", "exec_id", "account_id").drop("_t"))
@@ -153,10 +158,10 @@ SUMS = ["allocated", "filled", "paper_notional", "filled_notional", "arrival_not
 
 def run_pandas(d: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """The same maths as mats.batch.tca, written the straightforward pandas way."""
-    ex = d["executions"][["exec_id", "price"]].copy()
+    ex = d["executions"][["gateway", "exec_id", "price"]].copy()
     ex["fee_per_share"] = d["executions"]["fee"] / d["executions"]["quantity"]
-    f = d["fills"][["exec_id", "order_id", "account_id", "quantity"]].merge(
-        ex, on="exec_id", how="left")
+    f = d["fills"][["gateway", "exec_id", "order_id", "account_id", "quantity"]].merge(
+        ex, on=["gateway", "exec_id"], how="left")
     f["notional"] = f["quantity"] * f["price"]
     f["fee"] = f["quantity"] * f["fee_per_share"]
     per_lot = f.groupby(["order_id", "account_id"], as_index=False).agg(

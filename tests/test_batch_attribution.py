@@ -81,3 +81,18 @@ def test_net_short_book_is_left_out() -> None:
     # S is net short and the firm net flat: neither has weights to attribute
     assert sorted(set(sw["account_id"])) == ["L"]
     assert sw.filter(pl.col("account_id") == "L")["wp"].to_list() == [1.0]
+
+
+def test_an_account_without_targets_has_all_its_target_in_cash() -> None:
+    """Cash's target is 1 - Σ targets: 1 for an account with no target rows, the same as an
+    account whose targets are all zero."""
+    market = pl.DataFrame({"symbol": ["A"], "prev_close": [100.0], "close": [110.0]})
+    holdings = pl.DataFrame({"account_id": ["X", "Y"], "symbol": ["A", "A"],
+                             "quantity": [20, 20]})
+    accounts = pl.DataFrame({"account_id": ["X", "Y"], "cash": [8_000.0, 8_000.0],
+                             "net_liq": [10_000.0, 10_000.0]})
+    targets = pl.DataFrame({"account_id": ["X"], "symbol": ["A"], "weight": [0.0]})
+    out = allocation_effect(holdings, accounts, market, targets, benchmark_return=0.0)
+    # 20 % in A against 0, 80 % cash against 100 %: a fifth of the account is off target
+    assert out["drift"].to_list() == pytest.approx([0.2, 0.2])
+    assert out["drift_effect"].to_list() == pytest.approx([0.2 * 0.1, 0.2 * 0.1])

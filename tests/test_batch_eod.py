@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 
 from mats.batch import BatchInputError
-from mats.batch.eod import EodConfig, EodResult, next_business_day, run_eod
+from mats.batch.eod import EodConfig, EodInputs, EodResult, next_business_day, run_eod
 from mats.batch.fixtures import write_eod_inputs
 from mats.config import load_book
 from mats.models import Book, FillPolicy
@@ -141,7 +141,7 @@ def test_unreadable_input_is_refused(book: Book, tmp_path: Path) -> None:
         pl.when(pl.int_range(pl.len()) == 2).then(pl.lit("E-UNKNOWN"))
         .otherwise(pl.col("exec_id")).alias("exec_id")),
      r"fills\.parquet, column unknown_exec_id, row 3: fill of an execution that is not in the "
-     r"executions file \(found 'E-UNKNOWN'\)"),
+     r"executions file \(gateway/exec_id\) \(found '[^/']+/E-UNKNOWN'\)"),
     ("history", lambda df: df.filter(pl.col("date") > date(2024, 12, 31)),
      r"history\.parquet, column date: VaR needs 250 days of returns, the file has \d+"),
     ("lots", lambda df: pl.concat([df, df.head(1)]),
@@ -161,3 +161,67 @@ def test_bad_input_content_is_refused(book: Book, tmp_path: Path, name: str,
     with pytest.raises(BatchInputError, match=message):
         run_eod(book, inputs, EodConfig(trade_date=DAY), tmp_path / "out", data_docs=False)
     assert not (tmp_path / "out" / "tca.parquet").exists()
+
+
+def _inputs(book: Book, tmp_path: Path) -> EodInputs:
+    return write_eod_inputs(book, DAY, tmp_path / "in", n_blocks=5, history_days=260)
+
+
+def test_an_unpriced_benchmark_constituent_is_refused(book: Book, tmp_path: Path) -> None:
+    """The benchmark's return would be taken over the priced constituents only, re-weighted."""
+    inputs = _inputs(book, tmp_path)
+    used = pl.concat([pl.read_parquet(inputs.holdings).select("symbol"),
+                      pl.read_parquet(inputs.blocks).select("symbol")])
+    bench = pl.read_parquet(inputs.benchmark)
+    idle = bench.filter(~pl.col("symbol").is_in(used["symbol"].implode()))["symbol"].sort()[0]
+    market = pl.read_parquet(inputs.market)
+    market.filter(pl.col("symbol") != idle).write_parquet(inputs.market)
+    with pytest.raises(BatchInputError, match=rf"benchmark\.parquet, column unpriced: a benchmark "
+                                              rf"constituent has no closing price in the market "
+                                              rf"file \(found '{idle}'\)"):
+        run_eod(book, inputs, EodConfig(trade_date=DAY), tmp_path / "out",
+                data_docs=False)
+
+
+def test_a_benchmark_constituent_outside_the_book_is_refused(book: Book, tmp_path: Path) -> None:
+    """Its sector is unknown: the benchmark's sector weights would silently leave it out."""
+    inputs = _inputs(book, tmp_path)
+    bench = pl.read_parquet(inputs.benchmark)
+    pl.concat([bench, bench.head(1).with_columns(pl.lit("NOTINBOOK").alias("symbol"))]
+              ).write_parquet(inputs.benchmark)
+    market = pl.read_parquet(inputs.market)
+    pl.concat([market, market.head(1).with_columns(pl.lit("NOTINBOOK").alias("symbol"))]
+              ).write_parquet(inputs.market)
+    with pytest.raises(BatchInputError, match=r"column no_sector: a benchmark constituent is not "
+                                              r"in the book's instruments \(no sector\) "
+                                              r"\(found 'NOTINBOOK'\)"):
+        run_eod(book, inputs, EodConfig(trade_date=DAY), tmp_path / "out",
+                data_docs=False)
+
+
+def test_a_short_history_is_a_warning_that_names_the_instrument(book: Book,
+                                                                tmp_path: Path) -> None:
+    """VaR counts the missing days as no move: published, with a warning naming it."""
+    inputs = _inputs(book, tmp_path)
+    history = pl.read_parquet(inputs.history)
+    last = history["date"].max()
+    history.filter((pl.col("symbol") != "DLY") | (pl.col("date") == last)).write_parquet(
+        inputs.history)
+    result = run_eod(book, inputs, EodConfig(trade_date=DAY),
+                     tmp_path / "out", data_docs=False)
+    warned = [p for p in result.problems if p.check.endswith("short_history") or
+              "fewer than 250 days" in p.message]
+    assert len(warned) == 1 and warned[0].severity == "warning"
+    assert "DLY: 1 returns" in warned[0].render()
+    assert (tmp_path / "out" / "var.parquet").is_file()
+
+
+def test_a_statement_line_sent_twice_is_a_break_not_a_stop(book: Book, tmp_path: Path) -> None:
+    inputs = _inputs(book, tmp_path)
+    statement = pl.read_parquet(inputs.statement)
+    pl.concat([statement, statement.head(1)]).write_parquet(
+        inputs.statement)
+    result = run_eod(book, inputs, EodConfig(trade_date=DAY),
+                     tmp_path / "out", data_docs=False)
+    dup = result.tables["breaks"].filter(pl.col("break_type") == "duplicate")
+    assert dup.select("source", "exec_id").rows() == [("theirs", statement["exec_id"][0])]

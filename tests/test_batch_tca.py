@@ -30,9 +30,9 @@ def _frames() -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, pl.DataFrame]:
         ("E2", "B1", "gw1", "XYZ", "buy", 300, 101.0, 3.0, T),
         ("E3", "S1", "gw1", "ABC", "sell", 100, 49.7, 1.0, T),
     ], schema=EXECUTIONS.schema, orient="row")
-    fills = pl.DataFrame([("E1", "B1", "A", 400), ("E1", "B1", "B", 200),
-                          ("E2", "B1", "A", 200), ("E2", "B1", "B", 100),
-                          ("E3", "S1", "A", 100)], schema=FILLS.schema, orient="row")
+    fills = pl.DataFrame([("gw1", "E1", "B1", "A", 400), ("gw1", "E1", "B1", "B", 200),
+                          ("gw1", "E2", "B1", "A", 200), ("gw1", "E2", "B1", "B", 100),
+                          ("gw1", "E3", "S1", "A", 100)], schema=FILLS.schema, orient="row")
     return blocks, lots, executions, fills
 
 
@@ -98,3 +98,39 @@ def test_block_dimensions_summed_over_blocks_match_the_lots() -> None:
     for col in fast.columns[3:]:
         assert fast[col].to_list() == pytest.approx(direct[col].to_list(), rel=1e-12), col
     assert fast.filter(pl.col("dimension") == "strategy", pl.col("key") == "growth")["lots"][0] == 4
+
+
+def test_an_execution_id_two_gateways_share_is_two_executions() -> None:
+    """Two brokers may use the same execution id: each fill is priced by its own gateway's."""
+    blocks, lots, executions, fills = _frames()
+    # gw2 reports an E1 of its own, at another price, for account B's shares
+    executions = pl.concat([executions, pl.DataFrame(
+        [("E1", "B1", "gw2", "XYZ", "buy", 200, 100.0, 2.0, T)], schema=EXECUTIONS.schema,
+        orient="row")])
+    fills = fills.with_columns(
+        pl.when((pl.col("exec_id") == "E1") & (pl.col("account_id") == "B")).then(pl.lit("gw2"))
+        .otherwise(pl.col("gateway")).alias("gateway"))
+    got = {(r["order_id"], r["account_id"]): r for r in lot_costs(
+        *(f.lazy() for f in (blocks, lots, executions, fills))).collect().iter_rows(named=True)}
+    assert got[("B1", "B")]["filled_notional"] == pytest.approx(200 * 100.0 + 100 * 101.0)
+    assert got[("B1", "B")]["fees"] == pytest.approx(2.0 + 1.0)
+    assert got[("B1", "A")]["filled_notional"] == pytest.approx(400 * 100.6 + 200 * 101.0)
+    assert got[("B1", "A")]["filled"] == 600 and got[("B1", "B")]["filled"] == 300
+
+
+def test_a_fill_of_another_gateways_execution_gets_no_price_either_way() -> None:
+    """With unique execution ids the fills join on the id alone; a fill naming the wrong
+    gateway is left unpriced, as the join on gateway and id leaves it."""
+    blocks, lots, executions, fills = _frames()
+    fills = fills.with_columns(pl.when(pl.col("exec_id") == "E2").then(pl.lit("gw9"))
+                               .otherwise(pl.col("gateway")).alias("gateway"))
+    fast = lot_costs(*(f.lazy() for f in (blocks, lots, executions, fills))).collect()
+    # a shared id elsewhere (another gateway's E3, nobody's fill) takes the two-column join
+    other = pl.DataFrame([("E3", "S1", "gw8", "ABC", "sell", 100, 49.0, 1.0, T)],
+                         schema=EXECUTIONS.schema, orient="row")
+    shared = pl.concat([executions, other])
+    both = lot_costs(*(f.lazy() for f in (blocks, lots, shared, fills))).collect()
+    key = ["order_id", "account_id"]
+    assert fast.sort(key).equals(both.sort(key))
+    a = fast.filter(pl.col("order_id") == "B1", pl.col("account_id") == "A").row(0, named=True)
+    assert a["filled"] == 600 and a["filled_notional"] == pytest.approx(400 * 100.6)

@@ -121,9 +121,11 @@ def allocation_effect(holdings: pl.DataFrame, accounts: pl.DataFrame, market: pl
                    (pl.col("cash") / pl.col("net_liq")).alias("w")),
     ])
     tgt = targets.select("account_id", "symbol", pl.col("weight").alias("wt"))
-    tgt = pl.concat([tgt, tgt.group_by("account_id").agg(
-        (1 - pl.col("wt").sum()).alias("wt")).select(
-        "account_id", pl.lit("$CASH").alias("symbol"), "wt")])
+    # every account's cash target, 1 - Σ targets: all of it for an account without targets
+    invested = tgt.group_by("account_id").agg(pl.col("wt").sum().alias("_invested"))
+    tgt = pl.concat([tgt, nav.join(invested, on="account_id", how="left").select(
+        "account_id", pl.lit("$CASH").alias("symbol"),
+        (1 - pl.col("_invested").fill_null(0.0)).alias("wt"))])
     both = (actual.join(tgt, on=["account_id", "symbol"], how="full", coalesce=True)
             .with_columns(pl.col("w", "wt").fill_null(0.0))
             .join(rets, on="symbol", how="left").with_columns(pl.col("ret").fill_null(0.0)))

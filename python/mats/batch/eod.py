@@ -122,7 +122,9 @@ def _check_inputs(q: Quality, book: Book, f: dict[str, pl.DataFrame], files: dic
         rules = [Rule("ExpectColumnValuesToNotBeNull", {"column": c.name},
                       f"empty {c.name} (every row needs one)")
                  for c in table.columns if not c.nullable]
-        if len(table.key) == 1:
+        if table.name == "statement":
+            pass  # a line the broker sent twice is a break of the reconciliation, not a stop
+        elif len(table.key) == 1:
             rules.append(Rule("ExpectColumnValuesToBeUnique", {"column": table.key[0]},
                               f"duplicate rows: {table.key[0]} appears more than once"))
         else:
@@ -166,16 +168,20 @@ def _check_inputs(q: Quality, book: Book, f: dict[str, pl.DataFrame], files: dic
                                table.name)
     # references between inputs, as derived columns (a value set of every execution id would
     # be as large as the day)
-    def unknown(frame: pl.DataFrame, col: str, known: pl.DataFrame, alias: str) -> pl.DataFrame:
-        ok = known.select(pl.col(col).unique(), pl.lit(True).alias("_known"))
-        return frame.join(ok, on=col, how="left", maintain_order="left").select(
-            ROW, pl.when(pl.col("_known").is_null()).then(pl.col(col)).alias(alias))
+    def unknown(frame: pl.DataFrame, col: str, known: pl.DataFrame, alias: str,
+                by: tuple[str, ...] = ()) -> pl.DataFrame:
+        keys = list(by or (col,))
+        ok = known.select(keys).unique().with_columns(pl.lit(True).alias("_known"))
+        shown = pl.format("/".join("{}" for _ in keys), *keys) if len(keys) > 1 else pl.col(col)
+        return frame.join(ok, on=keys, how="left", maintain_order="left").select(
+            ROW, pl.when(pl.col("_known").is_null()).then(shown).alias(alias))
 
-    fills_refs = unknown(f["fills"], "exec_id", f["executions"], "unknown_exec_id").with_columns(
+    fills_refs = unknown(f["fills"], "exec_id", f["executions"], "unknown_exec_id",
+                         by=("gateway", "exec_id")).with_columns(
         unknown(f["fills"], "order_id", f["blocks"], "unknown_order_id")["unknown_order_id"])
     problems += q.validate("eod_input_fills_refs", files["fills"], fills_refs, [
         Rule("ExpectColumnValuesToBeNull", {"column": "unknown_exec_id"},
-             "fill of an execution that is not in the executions file"),
+             "fill of an execution that is not in the executions file (gateway/exec_id)"),
         Rule("ExpectColumnValuesToBeNull", {"column": "unknown_order_id"},
              "fill of a block that is not in the blocks file")], "fills")
     problems += q.validate("eod_input_lots_refs", files["lots"],
@@ -188,11 +194,33 @@ def _check_inputs(q: Quality, book: Book, f: dict[str, pl.DataFrame], files: dic
         pl.col("symbol").alias("unpriced")), [
         Rule("ExpectColumnValuesToBeNull", {"column": "unpriced"},
              "an instrument held or traded today has no closing price")], "market")
+    # the benchmark's return and sector weights need every constituent's close and sector
+    constituents = f["benchmark"].select("symbol").unique()
+    problems += q.validate("eod_input_benchmark_cover", files["benchmark"], pl.concat([
+        constituents.join(f["market"].select("symbol"), on="symbol", how="anti")
+        .select(pl.col("symbol").alias("unpriced"), pl.lit(None, pl.String).alias("no_sector")),
+        constituents.filter(~pl.col("symbol").is_in(symbols))
+        .select(pl.lit(None, pl.String).alias("unpriced"), pl.col("symbol").alias("no_sector")),
+    ]), [
+        Rule("ExpectColumnValuesToBeNull", {"column": "unpriced"},
+             "a benchmark constituent has no closing price in the market file"),
+        Rule("ExpectColumnValuesToBeNull", {"column": "no_sector"},
+             "a benchmark constituent is not in the book's instruments (no sector)")],
+        "benchmark")
     no_history = needed.join(f["history"].select("symbol").unique(), on="symbol", how="anti")
     problems += q.validate("eod_input_history_cover", files["history"], no_history.select(
         pl.col("symbol").alias("no_returns")), [
         Rule("ExpectColumnValuesToBeNull", {"column": "no_returns"},
              "an instrument held or traded today has no return history")], "history")
+    # a short history counts the missing days as no move: that instrument's risk is understated
+    short = (needed.join(f["history"].group_by("symbol").agg(pl.len().alias("days")),
+                         on="symbol", how="inner")
+             .filter(pl.col("days") < config.var_window).sort("symbol"))
+    problems += q.validate("eod_input_history_depth", files["history"], short.select(
+        pl.format("{}: {} returns", "symbol", "days").alias("short_history")), [
+        Rule("ExpectColumnValuesToBeNull", {"column": "short_history"},
+             f"an instrument held or traded today has fewer than {config.var_window} days of "
+             f"returns: VaR counts its missing days as no move", W)], "history")
     days = f["history"]["date"].n_unique()
     if days < config.var_window:
         problems.append(Problem(
@@ -322,7 +350,7 @@ def _section_tca(t: pl.DataFrame) -> str:
                               " $")]
     for dim, title in (("strategy", "strategy"), ("allocator", "allocator"),
                        ("gateway", "gateway"), ("bucket", "time of day (arrival)")):
-        d = t.filter(pl.col("dimension") == dim).sort("key")
+        d = t.filter(pl.col("dimension") == dim, pl.col("shortfall_bps").is_not_null()).sort("key")
         parts.append(report.bar_chart(d["key"].to_list(), d["shortfall_bps"].to_list(),
                                       f"Shortfall by {title}, bps", " bps"))
     cols = ["dimension", "key", "lots", "paper_notional", "delay", "execution", "opportunity",
@@ -382,7 +410,8 @@ def _write_report(path: Path, config: EodConfig, t: dict[str, pl.DataFrame],
     zone = fv["zone"] or "n/a"
     tiles = [("trade date", str(config.trade_date)), ("blocks", f"{counts['blocks']:,}"),
              ("fills", f"{counts['fills']:,}"), ("breaks", f"{t['breaks'].height:,}"),
-             ("shortfall", f"{firm_tca['shortfall_bps']:.1f} bps"),
+             ("shortfall", "n/a" if firm_tca["shortfall_bps"] is None
+              else f"{firm_tca['shortfall_bps']:.1f} bps"),
              ("firm VaR 99 %", f"{fv['var']:,.0f}"),
              ("backtest", f'<span class="{zone}">{zone}</span> ({fv["exceptions"]} exc.)'),
              ("top-ups", f"{t['topups'].height:,}")]

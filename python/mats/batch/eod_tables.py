@@ -55,14 +55,16 @@ EXECUTIONS = Table("executions", (
 ), "Our record of the execution reports (from the SQL store).", key=("gateway", "exec_id"))
 
 FILLS = Table("fills", (
-    Column("exec_id", Kind.STR, "the execution this share of it comes from"),
+    Column("gateway", Kind.STR, "the gateway that reported the execution"),
+    Column("exec_id", Kind.STR, "the execution this share of it comes from (with `gateway`: "
+           "two brokers may use the same id)"),
     Column("order_id", Kind.STR, "the block order"),
     Column("account_id", Kind.STR, "the account"),
     Column("quantity", Kind.INT, "the account's shares of the execution"),
 ), "Each execution handed to the block's accounts (the fill allocator's output). The store's "
    "writer sorts it by block, account and execution: the end-of-day sums per lot take a third "
    "less time on a day's fills in that order than in the order they happened "
-   "(`bench/eod_bench.py`).", key=("exec_id", "account_id"))
+   "(`bench/eod_bench.py`).", key=("gateway", "exec_id", "account_id"))
 
 STATEMENT = Table("statement", (
     Column("exec_id", Kind.STR, "the broker's execution id"),

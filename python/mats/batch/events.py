@@ -108,7 +108,7 @@ def store_frames(events: Iterable[Event], closes: dict[str, float], *,
     instructions: dict[str, AllocationInstruction] = {}
     reports: dict[tuple[str, str], ExecutionReport] = {}
     first_report: dict[str, datetime] = {}
-    fills: dict[tuple[str, str], dict[str, Any]] = {}
+    fills: dict[tuple[str, str, str], dict[str, Any]] = {}
     for e in events:
         if e.kind == "signal":
             signals[e.order_id or ""] = BlockOrder.model_validate_json(e.payload)
@@ -123,9 +123,9 @@ def store_frames(events: Iterable[Event], closes: dict[str, float], *,
                 reports.setdefault((r.gateway, r.exec_id), r)
         elif e.kind == "account_fill":
             f = AccountFillEvent.model_validate_json(e.payload)
-            row = fills.setdefault((f.exec_id, f.account_id), {
-                "exec_id": f.exec_id, "order_id": f.order_id, "account_id": f.account_id,
-                "quantity": 0})
+            row = fills.setdefault((f.gateway, f.exec_id, f.account_id), {
+                "gateway": f.gateway, "exec_id": f.exec_id, "order_id": f.order_id,
+                "account_id": f.account_id, "quantity": 0})
             row["quantity"] += f.quantity
     executions = [{"exec_id": r.exec_id, "order_id": r.order_id, "gateway": r.gateway,
                    "symbol": r.symbol, "side": r.side, "quantity": r.last_qty,
@@ -161,7 +161,7 @@ def store_frames(events: Iterable[Event], closes: dict[str, float], *,
     return {"blocks": _frame(blocks, BLOCKS), "lots": _frame(lots, LOTS),
             "executions": _frame(executions, EXECUTIONS),
             "fills": _frame([f for f in fills.values() if f["quantity"] > 0], FILLS)
-            .sort("order_id", "account_id", "exec_id")}
+            .sort("order_id", "account_id", "gateway", "exec_id")}
 
 
 def statement_from_executions(executions: pl.DataFrame) -> pl.DataFrame:

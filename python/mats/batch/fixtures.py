@@ -281,7 +281,8 @@ def write_eod_inputs(book: Book, trade_date: date, folder: str | Path, seed: int
                     if take > 0:
                         still[a] -= take
                         rest -= take
-                        fills.append({"exec_id": exec_id, "order_id": order_id,
+                        fills.append({"gateway": gw, "exec_id": exec_id,
+                                      "order_id": order_id,
                                       "account_id": a, "quantity": take})
             lots += [{"order_id": order_id, "account_id": a, "gateway": gw,
                       "allocated": alloc[a]} for a in accts]

@@ -35,6 +35,12 @@ def _fmt(col: str) -> pl.Expr:
     return pl.col(col).cast(pl.String)
 
 
+def _beyond(diff: pl.Expr, tolerance: float) -> pl.Expr:
+    """``|diff| > tolerance``, the difference taken to 9 decimals first: 100.005 - 100.00 is
+    0.00500000000000256 in binary floating point, and is exactly at a half-cent tolerance."""
+    return diff.abs().round(9) > tolerance
+
+
 def reconcile(executions: pl.DataFrame, statement: pl.DataFrame, fills: pl.DataFrame,
               tolerance: float = 0.005) -> pl.DataFrame:
     """Every break between ``executions`` (ours) and ``statement`` (the broker's).
@@ -74,9 +80,8 @@ def reconcile(executions: pl.DataFrame, statement: pl.DataFrame, fills: pl.DataF
     both = j.filter(pl.col("_ours") & pl.col("_theirs"))
     checks = [
         ("quantity_mismatch", "quantity", pl.col("quantity") != pl.col("quantity_theirs")),
-        ("price_mismatch", "price",
-         (pl.col("price") - pl.col("price_theirs")).abs() > tolerance),
-        ("fee_mismatch", "fee", (pl.col("fee") - pl.col("fee_theirs")).abs() > tolerance),
+        ("price_mismatch", "price", _beyond(pl.col("price") - pl.col("price_theirs"), tolerance)),
+        ("fee_mismatch", "fee", _beyond(pl.col("fee") - pl.col("fee_theirs"), tolerance)),
         ("side_mismatch", "side", pl.col("side") != pl.col("side_theirs")),
         ("symbol_mismatch", "symbol", pl.col("symbol") != pl.col("symbol_theirs")),
         ("order_mismatch", "order_id", pl.col("order_id") != pl.col("order_id_theirs")),
@@ -86,8 +91,8 @@ def reconcile(executions: pl.DataFrame, statement: pl.DataFrame, fills: pl.DataF
             pl.lit(kind).alias("break_type"), pl.lit("both").alias("source"), *base,
             _fmt(col).alias("ours"), _fmt(f"{col}_theirs").alias("theirs"),
             pl.lit(f"{col} differs").alias("detail")))
-    alloc = (fills.group_by("exec_id").agg(pl.col("quantity").sum().alias("allocated"))
-             .join(ours, on="exec_id", how="full", coalesce=True)
+    alloc = (fills.group_by(_KEY).agg(pl.col("quantity").sum().alias("allocated"))
+             .join(ours, on=_KEY, how="full", coalesce=True)
              .with_columns(pl.col("allocated", "quantity").fill_null(0))
              .filter(pl.col("allocated") != pl.col("quantity")))
     parts.append(alloc.select(

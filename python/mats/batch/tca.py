@@ -47,22 +47,39 @@ def lot_costs(blocks: pl.LazyFrame, lots: pl.LazyFrame, executions: pl.LazyFrame
     The lots' gateways are read at once (one pass over ``lots``' ``gateway`` column, before
     the plan returned runs): a scan of a file reads that column twice.
     """
-    ex = executions.select(
-        "exec_id", "price", (pl.col("fee") / pl.col("quantity")).alias("fee_per_share"))
+    # A fill is its execution's, and an execution its gateway's: two brokers may report the
+    # same exec_id. When no exec_id is shared (read at once, over the executions), the fills
+    # are joined on exec_id alone and a fill whose gateway differs gets no price, the same
+    # match as on both columns: a join on two string keys costs about 0.2 s more at 10M
+    # fills (bench/eod_bench.py).
+    shared = executions.select(pl.col("exec_id").is_duplicated().any()).collect().item()
+    price = (pl.col("price"), (pl.col("fee") / pl.col("quantity")).alias("fee_per_share"))
+    gateway = pl.col("gateway").cast(pl.String)  # (a Categorical one too)
+    fill_cols = (gateway, "exec_id", "order_id", "account_id", "quantity")
+    if shared:
+        priced = fills.select(*fill_cols).join(
+            executions.select(gateway, "exec_id", *price), on=["gateway", "exec_id"],
+            how="left")
+    else:
+        same = pl.col("gateway") == pl.col("_gateway")
+        priced = (fills.select(*fill_cols)
+                  .join(executions.select(gateway.alias("_gateway"), "exec_id", *price),
+                        on="exec_id", how="left")
+                  .with_columns(pl.when(same).then(pl.col("price")).alias("price"),
+                                pl.when(same).then(pl.col("fee_per_share"))
+                                .alias("fee_per_share")))
     # Lots and fills summed in one group-by (a lot's row brings its allocation, each fill its
     # shares): cheaper than summing the fills and joining the lots, and a fill without a lot
     # still shows up (allocated 0, so the output check on overfilled lots catches it). The
     # lot's gateway rides along as an Enum of the lots' gateways and comes back as a string
     # after the group-by: the max of a small integer per group is cheaper than of a string
     # (about 30 ms of 440 at 10M fills, bench/eod_bench.py).
-    gateway = pl.col("gateway").cast(pl.String)  # (a Categorical one too)
     gateways = pl.Enum(lots.select(gateway.drop_nulls().unique().sort()).collect().to_series())
     zero_f, zero_i = pl.lit(0.0), pl.lit(0, pl.Int64)
     from_lots = lots.select("order_id", "account_id", pl.col("allocated").cast(pl.Int64),
                             gateway.cast(gateways), zero_i.alias("filled"),
                             zero_f.alias("filled_notional"), zero_f.alias("fees"))
-    from_fills = (fills.select("exec_id", "order_id", "account_id", "quantity")
-                  .join(ex, on="exec_id", how="left")
+    from_fills = (priced
                   .select("order_id", "account_id", zero_i.alias("allocated"),
                           pl.lit(None, gateways).alias("gateway"),
                           pl.col("quantity").cast(pl.Int64).alias("filled"),
@@ -121,11 +138,15 @@ def tca_by_dimension(lots: pl.LazyFrame,
                   .with_columns(pl.lit(d).alias("dimension")) for d in per_block]
     parts.append(lots.select(pl.len().alias("lots"), *sums)
                  .with_columns(pl.lit("all").alias("key"), pl.lit("firm").alias("dimension")))
+    def ratio(num: str, den: str, scale: float = 1.0) -> pl.Expr:
+        # empty (not NaN) where nothing was traded: no fills, no slippage to measure
+        return pl.when(pl.col(den) != 0).then(scale * pl.col(num) / pl.col(den))
+
     out = pl.concat(parts, how="diagonal").with_columns(
-        (1e4 * pl.col("shortfall") / pl.col("paper_notional")).alias("shortfall_bps"),
-        (1e4 * pl.col("execution") / pl.col("arrival_notional")).alias("arrival_slippage_bps"),
-        (1e4 * pl.col("vwap_cost") / pl.col("vwap_notional")).alias("vwap_slippage_bps"),
-        (pl.col("filled") / pl.col("allocated")).alias("fill_rate"))
+        ratio("shortfall", "paper_notional", 1e4).alias("shortfall_bps"),
+        ratio("execution", "arrival_notional", 1e4).alias("arrival_slippage_bps"),
+        ratio("vwap_cost", "vwap_notional", 1e4).alias("vwap_slippage_bps"),
+        ratio("filled", "allocated").alias("fill_rate"))
     cols = ["dimension", "key", "lots", *_SUMS, "shortfall_bps", "arrival_slippage_bps",
             "vwap_slippage_bps", "fill_rate"]
     return out.select(cols).sort("dimension", "key").collect()
