@@ -233,3 +233,67 @@ def test_missing_required_file(book: Book, tmp_path: Path) -> None:
     (p,) = [p for p in result.problems if p.severity is Severity.CRITICAL]
     assert (p.input, p.check, p.message) == ("prices", "unreadable", "file not found")
     assert p.render() == f"critical: {inputs.prices}: file not found"
+
+
+def test_a_buy_leaves_settled_cash_at_once_a_sale_waits(book: Book, tmp_path: Path) -> None:
+    """Yesterday's buy was paid for out of settled cash; yesterday's sale settles today (T+1).
+    So a cash account cannot spend the money of a buy twice after the overnight rebuild."""
+    inputs = write_sod_inputs(book, AS_OF, tmp_path / "in")
+    base = _run(book, inputs, tmp_path)
+    acct = next(a for a in book.accounts if a.account_type.value == "cash").account_id
+    with open(inputs.cash, "a", encoding="utf-8") as f:
+        f.write(f"{acct}-BUY,{acct},trade,-50000.00,2025-06-13\n")   # Friday's buy
+        f.write(f"{acct}-SALE,{acct},trade,20000.00,2025-06-13\n")   # Friday's sale
+    got = _run(book, inputs, tmp_path)
+    assert got.ok, got.problems
+    old = next(a for a in base.accounts if a.account_id == acct)
+    new = next(a for a in got.accounts if a.account_id == acct)
+    assert new.cash == pytest.approx(old.cash - 30_000, abs=0.01)
+    assert new.settled_cash == pytest.approx(old.settled_cash - 50_000, abs=0.01)
+    assert new.settled_cash <= new.cash
+
+
+def test_a_working_order_in_an_unpriced_instrument_is_refused(book: Book, tmp_path: Path) -> None:
+    """A market buy reserves cash at the price: without one, a clear critical problem (the
+    state is not built), not a crash while building it."""
+    inputs = write_sod_inputs(book, AS_OF, tmp_path / "in")
+    held = set(pl.read_csv(inputs.positions)["symbol"])
+    sym = next(i.symbol for i in book.instruments if i.symbol not in held)
+    pl.read_csv(inputs.prices).filter(pl.col("symbol") != sym).write_csv(inputs.prices)
+    with open(inputs.open_orders, "a", encoding="utf-8") as f:
+        f.write(f"GTC-X,ACC-001,{sym},buy,100,\n")
+    got = _run(book, inputs, tmp_path)
+    assert not got.ok and got.accounts == ()
+    assert any(p.severity is Severity.CRITICAL and p.input == "prices"
+               and f"found '{sym}'" in p.render() and "working order" in p.message
+               for p in got.problems)
+
+
+@pytest.mark.parametrize("eol", ["\n", "\r\n"], ids=["lf", "crlf"])
+def test_blank_lines_at_the_end_of_a_csv_are_no_rows(book: Book, tmp_path: Path,
+                                                     eol: str) -> None:
+    """An editor or a spreadsheet export may end the file with empty lines: they are not rows
+    with every cell empty. A blank line between rows still is one, reported at its line."""
+    inputs = write_sod_inputs(book, AS_OF, tmp_path / "in")
+    path = Path(inputs.prices)
+    lines = path.read_text().splitlines()
+    path.write_bytes((eol.join(lines) + eol + eol + " , ," + eol + eol).encode())
+    got = _run(book, inputs, tmp_path)
+    assert got.ok, [p.render() for p in got.problems]
+    path.write_bytes((eol.join([*lines[:3], ",,", *lines[3:]]) + eol).encode())
+    bad = _run(book, inputs, tmp_path)
+    assert not bad.ok
+    assert any(p.input == "prices" and p.rows == [4] and "empty symbol" in p.message
+               for p in bad.problems), [p.render() for p in bad.problems]
+
+
+def test_a_refused_run_removes_the_state_an_earlier_run_left(book: Book, tmp_path: Path) -> None:
+    inputs = write_sod_inputs(book, AS_OF, tmp_path / "in")
+    out = tmp_path / "out"
+    good = _run(book, inputs, tmp_path)
+    assert set(good.write(out)) == {"problems", "state", "table"}
+    _edit_csv(inputs.positions, _set_cell(3, 0, "ACC-999"))
+    bad = _run(book, inputs, tmp_path)
+    assert not bad.ok
+    assert set(bad.write(out)) == {"problems"}
+    assert sorted(p.name for p in out.iterdir()) == ["sod_problems.json"]

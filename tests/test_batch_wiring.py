@@ -90,10 +90,18 @@ def test_empty_params_take_the_runs_date_in_new_york_and_the_run_folders_store(
     ({"book_dir": "b", "run_dir": "r", "as_of": "13/06/2025"},
      "param as_of: not a date (YYYY-MM-DD): '13/06/2025'"),
     ({"book_dir": "b", "run_dir": ""}, "param run_dir is required"),
+    ({"book_dir": "b", "run_dir": "r", "db_url": "not a url"},
+     "param db_url: not a database URL (such as sqlite:///path/mats.db or "
+     "postgresql+psycopg://user@host/db): 'not a url'"),
+    ({"book_dir": "b", "run_dir": "r", "fee_per_share": "0.005 USD"},
+     "param fee_per_share: not a number: '0.005 USD'"),
+    ({"book_dir": "b", "run_dir": "r", "fee_per_share": "-1"},
+     "param fee_per_share: must be a number of 0 or more: '-1'"),
 ])
 def test_bad_params_are_one_clear_line(params: dict[str, str], message: str) -> None:
+    job = eod_job if "fee_per_share" in params else sod_job
     with pytest.raises(MatsError) as err:
-        sod_job(params, MORNING)
+        job(params, MORNING)
     assert str(err.value) == message
 
 

@@ -15,12 +15,16 @@ market data, the start-of-day holdings the store has for the day) and :func:`eod
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from mats.batch.alerts import batch_alerts
 from mats.batch.eod import EodConfig, EodInputs, run_eod
@@ -105,8 +109,27 @@ def _day(params: Mapping[str, Any], name: str, when: datetime | None) -> date:
 
 
 def _db_url(params: Mapping[str, Any], run_dir: str) -> str:
-    return (_text(params, "db_url") or os.environ.get("MATS_DB_URL")
-            or f"sqlite:///{Path(run_dir).resolve() / 'mats.db'}")
+    url = (_text(params, "db_url") or os.environ.get("MATS_DB_URL")
+           or f"sqlite:///{Path(run_dir).resolve() / 'mats.db'}")
+    try:
+        make_url(url)
+    except ArgumentError:
+        raise MatsError(f"param db_url: not a database URL (such as sqlite:///path/mats.db or "
+                        f"postgresql+psycopg://user@host/db): {url!r}") from None
+    return url
+
+
+def _amount(params: Mapping[str, Any], name: str) -> float:
+    text = _text(params, name)
+    if text is None:
+        return 0.0
+    try:
+        value = float(text)
+    except ValueError:
+        raise MatsError(f"param {name}: not a number: {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise MatsError(f"param {name}: must be a number of 0 or more: {text!r}")
+    return value
 
 
 def _required(params: Mapping[str, Any], name: str) -> str:
@@ -136,11 +159,10 @@ def eod_job(params: Mapping[str, Any], when: datetime | None) -> EodJob:
     """The job of a run (see :func:`sod_job`). Params: ``book_dir``, ``run_dir``,
     ``trade_date``, ``db_url``, ``statement``, ``market_dir``, ``fee_per_share``."""
     run_dir = _required(params, "run_dir")
-    fee = params.get("fee_per_share") or 0.0
     return EodJob(book_dir=_required(params, "book_dir"), run_dir=run_dir,
                   trade_date=_day(params, "trade_date", when), db_url=_db_url(params, run_dir),
                   statement=_text(params, "statement"), market_dir=_text(params, "market_dir"),
-                  fee_per_share=float(fee))
+                  fee_per_share=_amount(params, "fee_per_share"))
 
 
 # ------------------------------------------------------------------------------ start of day

@@ -12,8 +12,8 @@ Warnings are reported and the state is built.
 
 Settlement: a trade's cash settles one business day after its trade date (T+1, the US rule
 since 28 May 2024, SEC Rule 15c6-1 as amended); other ledger entries settle on their date.
-Cash counts as settled at the start of day D when it settled before D. Holidays are not modelled
-(weekends are).
+Cash counts as settled at the start of day D when it settled before D; a debit (a buy's cost, a
+withdrawal) leaves settled cash at once. Holidays are not modelled (weekends are).
 """
 
 from __future__ import annotations
@@ -161,7 +161,10 @@ class SodResult:
 
     def write(self, folder: str | Path) -> dict[str, Path]:
         """Write ``sod_problems.json`` always, and when ok ``sod_state.json`` (the accounts,
-        ready to publish) and ``sod_accounts.parquet``. Returns the paths written."""
+        ready to publish) and ``sod_accounts.parquet``. Returns the paths written.
+
+        When not ok, a state an earlier run of the folder left is removed: the folder never
+        shows a state beside problems that refused it."""
         out = Path(folder)
         out.mkdir(parents=True, exist_ok=True)
         paths = {"problems": out / "sod_problems.json"}
@@ -173,6 +176,9 @@ class SodResult:
                 [a.model_dump(mode="json") for a in self.accounts], indent=1) + "\n")
             paths["table"] = out / "sod_accounts.parquet"
             self.table.write_parquet(paths["table"])
+        else:
+            for name in ("sod_state.json", "sod_accounts.parquet"):
+                (out / name).unlink(missing_ok=True)
         return paths
 
 
@@ -350,7 +356,7 @@ def _check_prices(q: Quality, ctx: _Ctx, ld: Loaded, frame: pl.DataFrame,
                          .alias("unpriced")))
         problems += q.validate("sod_price_coverage", ld.file, cover, [
             Rule("ExpectColumnValuesToBeNull", {"column": "unpriced"},
-                 "a held instrument has no price")], "prices")
+                 "an instrument held or with a working order has no price")], "prices")
     return problems
 
 
@@ -452,9 +458,11 @@ def run_sod(book: Book, inputs: SodInputs, config: SodConfig, *,
         if frame is not None and (paths[name] is not None or name in _REQUIRED):
             found[name] += check(quality, ctx, loaded[name], frame)
     if frames["prices"] is not None:
-        held = frames["positions"]
-        if held is not None:
-            held = held.filter(pl.col("quantity") != 0)
+        # every instrument held or with a working order needs a price: the state marks the
+        # positions and reserves the cash of the buys (a market buy at the price)
+        used = [f.filter(pl.col("quantity") != 0).select(pl.col("symbol").cast(pl.String))
+                for f in (frames["positions"], frames["open_orders"]) if f is not None]
+        held = pl.concat(used) if used else None
         found["prices"] += _check_prices(quality, ctx, loaded["prices"], frames["prices"], held)
     docs = quality.build_docs()
     problems = [p for n in found for p in found[n]]
@@ -485,7 +493,10 @@ def _state_table(ctx: _Ctx, f: dict[str, pl.DataFrame]) -> pl.DataFrame:
         .otherwise(pl.col("trade_date")).alias("settle_date"))
     cash = ledger.group_by("account_id").agg(
         pl.col("amount").sum().alias("cash"),
-        pl.col("amount").filter(pl.col("settle_date") < as_of).sum().alias("settled_cash"))
+        # money in waits for settlement, money out leaves at once: a buy's cost is gone from
+        # settled cash on its trade date, as the core's cash account takes it
+        pl.col("amount").filter((pl.col("settle_date") < as_of) | (pl.col("amount") < 0))
+        .sum().alias("settled_cash"))
     pos = f["positions"].filter(pl.col("quantity") != 0).join(prices, on="symbol", how="left")
     exposure = pos.group_by("account_id").agg(
         (pl.col("quantity") * pl.col("price")).sum().alias("market_value"),

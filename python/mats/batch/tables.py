@@ -150,6 +150,12 @@ def read_table(path: str | Path, table: Table) -> Loaded:
             raw = pl.read_parquet(p)
         else:
             raw = pl.read_csv(p, infer_schema=False, encoding="utf8")
+            # blank lines at the end of the file (an editor's or a spreadsheet's) are no rows;
+            # one in the middle still is, and is reported at its line
+            blank = raw.select(pl.all_horizontal(
+                pl.all().str.strip_chars().replace("", None).is_null())).to_series()
+            filled = (~blank).arg_true()
+            raw = raw.head(int(filled[-1]) + 1 if filled.len() else 0)
     except Exception as e:  # polars raises several classes for a file it cannot parse
         kind = "Parquet" if parquet else "CSV"
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
