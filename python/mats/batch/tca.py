@@ -48,26 +48,12 @@ def lot_costs(blocks: pl.LazyFrame, lots: pl.LazyFrame, executions: pl.LazyFrame
     the plan returned runs): a scan of a file reads that column twice.
     """
     # A fill is its execution's, and an execution its gateway's: two brokers may report the
-    # same exec_id. When no exec_id is shared (read at once, over the executions), the fills
-    # are joined on exec_id alone and a fill whose gateway differs gets no price, the same
-    # match as on both columns: a join on two string keys costs about 0.2 s more at 10M
-    # fills (bench/eod_bench.py).
-    shared = executions.select(pl.col("exec_id").is_duplicated().any()).collect().item()
+    # same exec_id, so fills meet their execution on both columns.
     price = (pl.col("price"), (pl.col("fee") / pl.col("quantity")).alias("fee_per_share"))
     gateway = pl.col("gateway").cast(pl.String)  # (a Categorical one too)
-    fill_cols = (gateway, "exec_id", "order_id", "account_id", "quantity")
-    if shared:
-        priced = fills.select(*fill_cols).join(
-            executions.select(gateway, "exec_id", *price), on=["gateway", "exec_id"],
-            how="left")
-    else:
-        same = pl.col("gateway") == pl.col("_gateway")
-        priced = (fills.select(*fill_cols)
-                  .join(executions.select(gateway.alias("_gateway"), "exec_id", *price),
-                        on="exec_id", how="left")
-                  .with_columns(pl.when(same).then(pl.col("price")).alias("price"),
-                                pl.when(same).then(pl.col("fee_per_share"))
-                                .alias("fee_per_share")))
+    priced = (fills.select(gateway, "exec_id", "order_id", "account_id", "quantity")
+              .join(executions.select(gateway, "exec_id", *price), on=["gateway", "exec_id"],
+                    how="left"))
     # Lots and fills summed in one group-by (a lot's row brings its allocation, each fill its
     # shares): cheaper than summing the fills and joining the lots, and a fill without a lot
     # still shows up (allocated 0, so the output check on overfilled lots catches it). The
