@@ -50,3 +50,15 @@ def test_eod_missing_inputs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
                  "--out", str(tmp_path / "out")]) == 1
     err = capsys.readouterr().err
     assert f"critical: {tmp_path / 'in' / 'blocks.csv'}: file not found" in err
+
+
+def test_both_parquet_and_csv_of_one_input_is_an_error(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["sod", SAMPLE, str(tmp_path / "in"), "--as-of", "2025-06-16"]
+    assert main([*args, "--out", str(tmp_path / "out"), "--generate"]) == 0
+    (tmp_path / "in" / "prices.parquet").write_bytes(b"PAR1")
+    assert main([*args, "--out", str(tmp_path / "out2")]) == 2
+    err = capsys.readouterr().err
+    assert (f"both prices.parquet and prices.csv are in {tmp_path / 'in'}: remove the one "
+            "that is not today's prices") in err
+    assert "Traceback" not in err and not (tmp_path / "out2" / "sod_state.json").exists()

@@ -297,3 +297,62 @@ def test_a_refused_run_removes_the_state_an_earlier_run_left(book: Book, tmp_pat
     assert not bad.ok
     assert set(bad.write(out)) == {"problems"}
     assert sorted(p.name for p in out.iterdir()) == ["sod_problems.json"]
+
+
+def test_parquet_column_with_no_value_is_read_as_empty_cells(book: Book, tmp_path: Path) -> None:
+    """Market orders only: the limit price column holds no value at all, which Parquet writers
+    store as a column of type null. It reads as the CSV with empty cells does."""
+    csv = write_sod_inputs(book, AS_OF, tmp_path / "csv")
+    orders = pl.read_csv(csv.open_orders).with_columns(pl.lit(None).alias("limit_price"))
+    assert orders.height and orders.schema["limit_price"] == pl.Null
+    orders.write_csv(csv.open_orders)
+    pq = Path(csv.open_orders).with_suffix(".parquet")
+    orders.write_parquet(pq)
+    from_csv = _run(book, csv, tmp_path / "a")
+    from_pq = _run(book, csv.model_copy(update={"open_orders": str(pq)}), tmp_path / "b")
+    assert from_csv.ok and from_pq.ok, [p.render() for p in from_pq.problems]
+    assert from_pq.table is not None and from_csv.table is not None
+    assert from_pq.table.equals(from_csv.table)
+
+
+def test_unsigned_parquet_integer_beyond_int64_is_a_problem_at_its_row(
+        book: Book, tmp_path: Path) -> None:
+    inputs = write_sod_inputs(book, AS_OF, tmp_path / "in", fmt="parquet")
+    frame = pl.read_parquet(inputs.positions)
+    frame.with_columns(pl.col("quantity").abs().cast(pl.UInt64)).write_parquet(inputs.positions)
+    assert _run(book, inputs, tmp_path).ok  # unsigned values in range read as they are
+    frame.with_columns(pl.col("quantity").abs().cast(pl.UInt64)).with_columns(
+        pl.when(pl.int_range(pl.len()) == 2).then(pl.lit(2**63 + 5, pl.UInt64))
+        .otherwise(pl.col("quantity")).alias("quantity")).write_parquet(inputs.positions)
+    got = _run(book, inputs, tmp_path)
+    (p,) = [p for p in got.problems if p.severity is Severity.CRITICAL]
+    assert (p.check, p.column, p.rows) == ("wrong_type", "quantity", [3])
+    assert p.render().endswith(
+        f"column quantity, row 3: 1 value is not a 64-bit signed integer: {2**63 + 5}")
+
+
+def test_csv_header_names_are_trimmed_and_upper_case_suffix_is_csv(
+        book: Book, tmp_path: Path) -> None:
+    inputs = write_sod_inputs(book, AS_OF, tmp_path / "in")
+    path = Path(inputs.positions)
+    lines = path.read_text().splitlines()
+    lines[0] = ", ".join(lines[0].split(","))
+    upper = path.with_suffix(".CSV")
+    upper.write_text("\n".join(lines) + "\n")
+    moved = inputs.model_copy(update={"positions": str(upper)})
+    assert _run(book, moved, tmp_path).ok
+    lines[2] = lines[2].replace(lines[2].split(",")[0], "ACC-999", 1)
+    upper.write_text("\n".join(lines) + "\n")
+    got = _run(book, moved, tmp_path)
+    assert any(p.input == "positions" and "line 3" in p.render() and "ACC-999" in p.render()
+               for p in got.problems), [p.render() for p in got.problems]
+
+
+def test_a_weekend_date_is_a_warning(book: Book, tmp_path: Path) -> None:
+    inputs = write_sod_inputs(book, AS_OF, tmp_path / "in")
+    saturday = date(2025, 6, 14)
+    got = run_sod(book, inputs, SodConfig(as_of=saturday))
+    (w,) = [p for p in got.warnings if p.check == "not_business_day"]
+    assert w.message == "2025-06-14 is a Saturday, not a business day"
+    assert not [p for p in _run(book, inputs, tmp_path).warnings
+                if p.check == "not_business_day"]

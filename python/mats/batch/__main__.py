@@ -29,7 +29,7 @@ from mats.batch.eod_tables import EOD_TABLES
 from mats.batch.fixtures import write_eod_inputs, write_sod_inputs
 from mats.batch.problems import BatchInputError, Problem, render_problems
 from mats.batch.sod import SOD_TABLES, SodConfig, SodInputs, run_sod
-from mats.batch.tables import Table
+from mats.batch.tables import Table, find_input
 from mats.config import format_error, load_book
 from mats.errors import MatsError
 
@@ -38,10 +38,9 @@ _OPTIONAL = ("dividends", "transfers", "open_orders")
 
 
 def _find(folder: Path, table: Table, required: bool) -> str | None:
-    for suffix in (".parquet", ".csv"):
-        path = folder / f"{table.name}{suffix}"
-        if path.exists():
-            return str(path)
+    found = find_input(folder, table.name)
+    if found is not None:
+        return str(found)
     # a required input that is not there is reported by the run as "file not found"
     return str(folder / f"{table.name}.csv") if required else None
 

@@ -47,7 +47,7 @@ from sqlalchemy.orm import Session
 from mats.batch.eod import EodInputs
 from mats.batch.eod_tables import BLOCKS, EXECUTIONS, FILLS, HOLDINGS, LOTS, STATEMENT
 from mats.batch.fixtures import write_eod_inputs, write_table
-from mats.batch.tables import Table
+from mats.batch.tables import Table, find_input
 from mats.blocks import AllocationInstruction
 from mats.desk import AccountFillEvent
 from mats.errors import MatsError
@@ -177,10 +177,9 @@ def holdings_frame(accounts: Sequence[Account]) -> pl.DataFrame:
 
 
 def _find(folder: Path, name: str) -> Path:
-    for suffix in (".parquet", ".csv"):
-        path = folder / f"{name}{suffix}"
-        if path.is_file():
-            return path
+    found = find_input(folder, name)
+    if found is not None:
+        return found
     raise StoreEventsError(f"no {name}.parquet or {name}.csv in the market data folder {folder}")
 
 

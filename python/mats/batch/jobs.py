@@ -38,6 +38,7 @@ from mats.batch.publish import (
     read_from_store,
 )
 from mats.batch.sod import OPEN_ORDERS, SOD_TABLES, SodConfig, SodInputs, run_sod
+from mats.batch.tables import find_input
 from mats.config import load_book
 from mats.errors import MatsError
 from mats.models import Frozen
@@ -176,10 +177,9 @@ def _sod_inputs(job: SodJob) -> SodInputs:
         raise MatsError(f"the custodian files folder {folder} does not exist")
     files: dict[str, str | None] = {}
     for table in SOD_TABLES:
-        found = [folder / f"{table.name}{s}" for s in (".parquet", ".csv")
-                 if (folder / f"{table.name}{s}").is_file()]
+        found = find_input(folder, table.name)
         # a required file that is not there is reported by run_sod as "file not found"
-        files[table.name] = str(found[0]) if found else (
+        files[table.name] = str(found) if found else (
             None if table.name in _OPTIONAL else str(folder / f"{table.name}.csv"))
     return SodInputs.model_validate(files)
 

@@ -63,7 +63,9 @@ class Problem(Frozen):
         if self.rows:
             shown = ", ".join(str(r) for r in self.rows[:SHOWN_ROWS])
             more = self.row_count - min(len(self.rows), SHOWN_ROWS)
-            label = "line" if self.file.endswith(".csv") else "row"
+            # CSV lines (the header is line 1); Parquet rows, and rows of in-memory tables
+            parquet = self.file.lower().endswith((".parquet", ".pq"))
+            label = "row" if parquet or not self.file else "line"
             where.append(f"{label}{'s' if self.row_count > 1 else ''} {shown}"
                          + (f" and {more} more" if more > 0 else ""))
         return f"{self.severity.value}: {', '.join(where)}: {self.message}"

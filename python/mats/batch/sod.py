@@ -466,6 +466,12 @@ def run_sod(book: Book, inputs: SodInputs, config: SodConfig, *,
         found["prices"] += _check_prices(quality, ctx, loaded["prices"], frames["prices"], held)
     docs = quality.build_docs()
     problems = [p for n in found for p in found[n]]
+    if config.as_of.weekday() >= 5:
+        # allowed (a weekend run to check files), but the settlement and price ages count
+        # business days from it, so say so
+        problems.append(Problem(
+            input="run", severity=W, check="not_business_day",
+            message=f"{config.as_of} is a {config.as_of.strftime('%A')}, not a business day"))
     bad = [n for n in found if critical(found[n])]
     if bad:
         quarantined: list[Path] = []

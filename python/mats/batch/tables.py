@@ -17,8 +17,9 @@ from pathlib import Path
 import polars as pl
 
 from mats.batch.problems import Problem, Severity
+from mats.errors import MatsError
 
-__all__ = ["ROW", "Column", "Kind", "Loaded", "Table", "read_table"]
+__all__ = ["ROW", "Column", "Kind", "Loaded", "Table", "find_input", "read_table"]
 
 ROW = "_row"
 
@@ -117,6 +118,8 @@ def _parse(col: Column, raw: pl.Expr) -> pl.Expr:
 
 
 def _compatible(col: Column, dtype: pl.DataType) -> bool:
+    if dtype == pl.Null:  # a column with no value at all (every cell empty)
+        return True
     if col.kind is Kind.STR:
         return dtype in (pl.String, pl.Categorical) or isinstance(dtype, pl.Enum)
     if col.kind is Kind.INT:
@@ -126,6 +129,19 @@ def _compatible(col: Column, dtype: pl.DataType) -> bool:
     if col.kind is Kind.DATE:
         return dtype == pl.Date
     return isinstance(dtype, pl.Datetime) and dtype.time_zone is not None
+
+
+def find_input(folder: Path, name: str) -> Path | None:
+    """``<name>.parquet`` or ``<name>.csv`` in ``folder``, or ``None`` when neither is there.
+
+    Both there is an error (:class:`~mats.errors.MatsError`): which one holds the day's data
+    is not for the reader to guess.
+    """
+    found = [p for p in (folder / f"{name}.parquet", folder / f"{name}.csv") if p.is_file()]
+    if len(found) > 1:
+        raise MatsError(f"both {found[0].name} and {found[1].name} are in {folder}: "
+                        f"remove the one that is not today's {name}")
+    return found[0] if found else None
 
 
 def read_table(path: str | Path, table: Table) -> Loaded:
@@ -162,6 +178,10 @@ def read_table(path: str | Path, table: Table) -> Loaded:
         return Loaded(table, file, None, (_problem(
             table, file, "unreadable", f"cannot read the file as {kind}: {first}"),))
     problems: list[Problem] = []
+    # a header written "symbol, quantity" names the column "quantity"
+    stripped = [c.strip() for c in raw.columns]
+    if stripped != raw.columns and len(set(stripped)) == len(stripped):
+        raw = raw.rename(dict(zip(raw.columns, stripped, strict=True)))
     missing = [n for n in table.names if n not in raw.columns]
     if missing:
         s = "s" if len(missing) > 1 else ""
@@ -189,18 +209,26 @@ def read_table(path: str | Path, table: Table) -> Loaded:
                     f"the column holds {dtype}, expected {col.kind.value}", column=col.name))
         if any(p.check == "wrong_type" for p in problems):
             return Loaded(table, file, None, tuple(problems))
+        # not strict: an unsigned value beyond the signed 64-bit range becomes null and is
+        # reported below with its row
         typed = raw.with_columns([
             (pl.col(c.name).cast(pl.String) if c.kind is Kind.STR
-             else pl.col(c.name).cast(c.dtype)) for c in table.columns])
+             else pl.col(c.name).cast(c.dtype, strict=False)) for c in table.columns])
         for col in table.columns:
-            if col.kind is not Kind.FLOAT:
+            if col.kind is Kind.FLOAT:
+                bad = typed.filter(pl.col(col.name).is_not_null()
+                                   & ~pl.col(col.name).is_finite())
+                what = "a finite number"
+            elif col.kind is Kind.INT:
+                bad = raw.filter(raw[col.name].is_not_null() & typed[col.name].is_null())
+                what = "a 64-bit signed integer"
+            else:
                 continue
-            bad = typed.filter(pl.col(col.name).is_not_null() & ~pl.col(col.name).is_finite())
             if bad.height:
                 problems.append(_problem(
                     table, file, "wrong_type",
-                    f"{bad.height} value{'s are' if bad.height > 1 else ' is'} not a finite "
-                    f"number: {', '.join(repr(v) for v in bad[col.name].head(3).to_list())}",
+                    f"{bad.height} value{'s are' if bad.height > 1 else ' is'} not {what}: "
+                    f"{', '.join(repr(v) for v in bad[col.name].head(3).to_list())}",
                     column=col.name, rows=bad[ROW].head(5).to_list(), count=bad.height))
         if any(p.check == "wrong_type" for p in problems):
             return Loaded(table, file, None, tuple(problems))
