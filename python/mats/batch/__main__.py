@@ -28,21 +28,12 @@ from mats.batch.eod import EodConfig, EodInputs, run_eod
 from mats.batch.eod_tables import EOD_TABLES
 from mats.batch.fixtures import write_eod_inputs, write_sod_inputs
 from mats.batch.problems import BatchInputError, Problem, render_problems
-from mats.batch.sod import SOD_TABLES, SodConfig, SodInputs, run_sod
-from mats.batch.tables import Table, find_input
+from mats.batch.sod import SOD_REQUIRED, SOD_TABLES, SodConfig, SodInputs, run_sod
+from mats.batch.tables import input_file
 from mats.config import format_error, load_book
 from mats.errors import MatsError
 
 EXIT_OK, EXIT_CRITICAL, EXIT_USAGE = 0, 1, 2
-_OPTIONAL = ("dividends", "transfers", "open_orders")
-
-
-def _find(folder: Path, table: Table, required: bool) -> str | None:
-    found = find_input(folder, table.name)
-    if found is not None:
-        return str(found)
-    # a required input that is not there is reported by the run as "file not found"
-    return str(folder / f"{table.name}.csv") if required else None
 
 
 def _date(text: str) -> date:
@@ -80,7 +71,7 @@ def _sod(args: argparse.Namespace) -> int:
     book = load_book(args.book)
     if args.generate:
         write_sod_inputs(book, args.as_of, args.inputs)
-    inputs = SodInputs(**{t.name: _find(args.inputs, t, t.name not in _OPTIONAL)
+    inputs = SodInputs(**{t.name: input_file(args.inputs, t.name, t.name in SOD_REQUIRED)
                           for t in SOD_TABLES})
     result = run_sod(book, inputs, SodConfig(as_of=args.as_of),
                      quarantine_dir=args.out / "quarantine", docs_dir=args.out / "data_docs")
@@ -99,7 +90,7 @@ def _eod(args: argparse.Namespace) -> int:
     book = load_book(args.book)
     if args.generate:
         write_eod_inputs(book, args.date, args.inputs)
-    inputs = EodInputs(**{t.name: _find(args.inputs, t, True) for t in EOD_TABLES})
+    inputs = EodInputs(**{t.name: input_file(args.inputs, t.name, True) for t in EOD_TABLES})
     try:
         result = run_eod(book, inputs, EodConfig(trade_date=args.date), args.out)
     except BatchInputError as err:

@@ -37,8 +37,8 @@ from mats.batch.publish import (
     publish_to_store,
     read_from_store,
 )
-from mats.batch.sod import OPEN_ORDERS, SOD_TABLES, SodConfig, SodInputs, run_sod
-from mats.batch.tables import find_input
+from mats.batch.sod import SOD_REQUIRED, SOD_TABLES, SodConfig, SodInputs, run_sod
+from mats.batch.tables import input_file
 from mats.config import load_book
 from mats.errors import MatsError
 from mats.models import Frozen
@@ -57,7 +57,6 @@ __all__ = [
 ]
 
 TIME_ZONE = "America/New_York"
-_OPTIONAL = ("dividends", "transfers", OPEN_ORDERS.name)
 
 
 class SodJob(Frozen):
@@ -175,13 +174,8 @@ def _sod_inputs(job: SodJob) -> SodInputs:
     folder = Path(job.inputs_dir)
     if not folder.is_dir():
         raise MatsError(f"the custodian files folder {folder} does not exist")
-    files: dict[str, str | None] = {}
-    for table in SOD_TABLES:
-        found = find_input(folder, table.name)
-        # a required file that is not there is reported by run_sod as "file not found"
-        files[table.name] = str(found) if found else (
-            None if table.name in _OPTIONAL else str(folder / f"{table.name}.csv"))
-    return SodInputs.model_validate(files)
+    return SodInputs.model_validate(
+        {t.name: input_file(folder, t.name, t.name in SOD_REQUIRED) for t in SOD_TABLES})
 
 
 def sod_build(job: SodJob) -> dict[str, str]:

@@ -42,6 +42,7 @@ __all__ = [
     "POSITIONS",
     "PRICES",
     "REG_T_INITIAL_MARGIN",
+    "SOD_REQUIRED",
     "SOD_TABLES",
     "TRANSFERS",
     "SodConfig",
@@ -103,7 +104,7 @@ OPEN_ORDERS = Table("open_orders", (
     key=("order_id", "account_id"))
 
 SOD_TABLES = (POSITIONS, CASH, PRICES, DIVIDENDS, TRANSFERS, OPEN_ORDERS)
-_REQUIRED = ("positions", "cash", "prices")
+SOD_REQUIRED = ("positions", "cash", "prices")  # the others may be left out
 
 
 class SodConfig(Frozen):
@@ -455,7 +456,7 @@ def run_sod(book: Book, inputs: SodInputs, config: SodConfig, *,
               "open_orders": _check_open_orders}
     for name, check in checks.items():
         frame = frames[name]
-        if frame is not None and (paths[name] is not None or name in _REQUIRED):
+        if frame is not None and (paths[name] is not None or name in SOD_REQUIRED):
             found[name] += check(quality, ctx, loaded[name], frame)
     if frames["prices"] is not None:
         # every instrument held or with a working order needs a price: the state marks the

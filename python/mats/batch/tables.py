@@ -19,7 +19,7 @@ import polars as pl
 from mats.batch.problems import Problem, Severity
 from mats.errors import MatsError
 
-__all__ = ["ROW", "Column", "Kind", "Loaded", "Table", "find_input", "read_table"]
+__all__ = ["ROW", "Column", "Kind", "Loaded", "Table", "find_input", "input_file", "read_table"]
 
 ROW = "_row"
 
@@ -142,6 +142,16 @@ def find_input(folder: Path, name: str) -> Path | None:
         raise MatsError(f"both {found[0].name} and {found[1].name} are in {folder}: "
                         f"remove the one that is not today's {name}")
     return found[0] if found else None
+
+
+def input_file(folder: Path, name: str, required: bool) -> str | None:
+    """The path to read ``name`` from in ``folder`` (see :func:`find_input`). When neither file
+    is there: ``<name>.csv`` for a required input, which reading reports as "file not found",
+    ``None`` for an optional one (left out)."""
+    found = find_input(folder, name)
+    if found is not None:
+        return str(found)
+    return str(folder / f"{name}.csv") if required else None
 
 
 def read_table(path: str | Path, table: Table) -> Loaded:
